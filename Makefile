@@ -1,0 +1,45 @@
+# One place for the project's commands. `make install` is idempotent: it reinstalls only when
+# pyproject.toml changed since the last install.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EXTRAS ?= serve,train,dev
+export ARTIFACTS_DIR ?= artifacts
+export MODEL_NAME ?= iris
+
+.PHONY: install run train test test-fast lint format bench harden clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+## Train the default model when no bundle exists, then serve it.
+run: install
+	@$(PY) -c "import bundle, os, sys; sys.exit(0 if bundle.list_versions(bundle.model_dir(os.environ['ARTIFACTS_DIR'], os.environ['MODEL_NAME'])) else 1)" \
+		|| $(PY) -m training
+	$(PY) -m service
+
+train: install
+	$(PY) -m training
+
+test: install
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow and not docker"
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

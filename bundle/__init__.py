@@ -1,0 +1,56 @@
+"""The model bundle: the one contract between training and serving.
+
+A bundle is a directory ``<artifacts>/<name>/<version>/`` holding the files named in
+:mod:`bundle.layout`. Training writes it through :func:`publish_version`; the service
+reads it through :func:`verify_manifest` and :func:`read_metadata`. This package uses
+only the standard library, numpy and pydantic.
+"""
+
+from bundle.errors import BundleError
+from bundle.layout import (
+    CONFUSION_MATRIX_PNG,
+    LABEL_ENCODER,
+    MANIFEST,
+    METADATA,
+    METRICS_JSON,
+    MODEL_KERAS,
+    MODEL_TFLITE,
+    REPORT_DIR,
+    REQUIRED_FILES,
+    TEMP_PREFIX,
+)
+from bundle.manifest import sha256_file, verify_manifest, write_manifest
+from bundle.metadata import (
+    FORMAT_VERSION,
+    FeatureStats,
+    Metadata,
+    read_metadata,
+    write_metadata,
+)
+from bundle.versions import list_versions, model_dir, new_staging_dir, publish_version
+
+__all__ = [
+    "CONFUSION_MATRIX_PNG",
+    "FORMAT_VERSION",
+    "LABEL_ENCODER",
+    "MANIFEST",
+    "METADATA",
+    "METRICS_JSON",
+    "MODEL_KERAS",
+    "MODEL_TFLITE",
+    "REPORT_DIR",
+    "REQUIRED_FILES",
+    "TEMP_PREFIX",
+    "BundleError",
+    "FeatureStats",
+    "Metadata",
+    "list_versions",
+    "model_dir",
+    "new_staging_dir",
+    "publish_version",
+    "read_metadata",
+    "sha256_file",
+    "verify_manifest",
+    "write_manifest",
+    "write_metadata",
+]

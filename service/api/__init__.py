@@ -1,0 +1,1 @@
+"""HTTP routes: parse, delegate, render. The work is done in plain modules below."""

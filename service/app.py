@@ -1,0 +1,155 @@
+"""The application factory: ``create_app(settings)`` builds the FastAPI app; nothing at import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.api import admin, health, predict
+from service.errors import Overloaded, ServiceError
+from service.http import JSONBytes
+from service.registry import Registry
+from service.settings import Settings
+
+log = logging.getLogger("service")
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONBytes:
+    return JSONBytes({"error": message}, status_code=status, headers=headers)
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONBytes:
+    assert isinstance(exc, ServiceError)
+    headers = {"Retry-After": "1"} if isinstance(exc, Overloaded) else None
+    return _error(exc.status_code, exc.message, headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONBytes:
+    # FastAPI's default handler echoes the input back, which crashes on NaN; name the place only.
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "request"
+    return _error(422, f"{where}: {first.get('msg', 'invalid')}")
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONBytes:
+    assert isinstance(exc, StarletteHTTPException)
+    message = exc.detail if isinstance(exc.detail, str) else "request failed"
+    if exc.status_code == 404:
+        message = f"no route {request.url.path[:200]!r}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path[:200]!r}"
+    return _error(exc.status_code, message, getattr(exc, "headers", None))
+
+
+def _lifespan(settings: Settings):
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        registry = Registry(settings)
+        await asyncio.to_thread(registry.load_initial)
+        app.state.registry = registry
+        watcher = None
+        if settings.poll_seconds > 0 and settings.model_version is None:
+            watcher = asyncio.create_task(registry.watch())
+        try:
+            yield {}
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            registry.close()
+
+    return lifespan
+
+
+def _openapi_for_model(app: FastAPI, base: Any) -> Any:
+    """OpenAPI whose request schema names the served model's features (cached per version)."""
+
+    def openapi() -> dict[str, Any]:
+        registry = getattr(app.state, "registry", None)
+        model = registry.current if registry is not None else None
+        key = (model.name, model.version) if model else None
+        if getattr(app.state, "openapi_key", "unset") == key:
+            return app.openapi_schema  # type: ignore[return-value]
+        app.openapi_schema = None
+        schema = base()
+        schema.setdefault("components", {}).setdefault("schemas", {})["PredictRequest"] = (
+            _predict_request_schema(model)
+        )
+        app.openapi_schema = schema
+        app.state.openapi_key = key
+        return schema
+
+    return openapi
+
+
+def _predict_request_schema(model: Any) -> dict[str, Any]:
+    number = {"type": "number"}
+    if model is None:
+        row: dict[str, Any] = {"type": "array", "items": number, "minItems": 1}
+        record: dict[str, Any] = {
+            "type": "object",
+            "additionalProperties": number,
+            "minProperties": 1,
+        }
+        top_k: dict[str, Any] = {"type": "integer", "minimum": 1}
+    else:
+        width = model.n_features
+        row = {
+            "type": "array",
+            "items": number,
+            "minItems": width,
+            "maxItems": width,
+            "description": "values in feature order: " + ", ".join(model.feature_names),
+        }
+        record = {
+            "type": "object",
+            "properties": {f: number for f in model.feature_names},
+            "required": list(model.feature_names),
+            "additionalProperties": False,
+        }
+        top_k = {"type": "integer", "minimum": 1, "maximum": model.n_classes}
+    return {
+        "type": "object",
+        "required": ["instances"],
+        "additionalProperties": False,
+        "properties": {
+            "instances": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"anyOf": [row, record]},
+                "description": "rows in feature order, or records by feature name (not mixed)",
+            },
+            "top_k": top_k,
+        },
+    }
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service for ``settings`` (default: read from the environment)."""
+    settings = settings or Settings()
+    logging.getLogger("service").setLevel(settings.log_level.upper())
+    app = FastAPI(
+        title="Keras classifier service",
+        summary="Decoded labels and per-class probabilities from a verified Keras bundle.",
+        version="0.1.0",
+        lifespan=_lifespan(settings),
+    )
+    app.state.settings = settings
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.include_router(health.router)
+    app.include_router(predict.router)
+    if settings.admin_token is not None:
+        app.include_router(admin.router)
+    app.openapi = _openapi_for_model(app, app.openapi)  # type: ignore[method-assign]
+    return app

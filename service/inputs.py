@@ -1,0 +1,283 @@
+"""Request bodies to a validated float32 matrix: JSON rows, JSON records or CSV. No HTTP here.
+
+Strict: numbers only (no strings, booleans or nulls), every value finite, every feature named
+once. Messages name the row and feature at fault and never echo the input back.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any
+
+import numpy as np
+import orjson
+
+from service.errors import InvalidInput, MalformedBody, PayloadTooLarge
+
+_NUMBER_TYPES = frozenset({int, float})
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What a request must fit: the model's features in order and the limits."""
+
+    features: Sequence[str]
+    max_rows: int
+    n_classes: int
+
+
+@dataclass
+class Parsed:
+    """A validated request: the matrix and the options that shape the answer."""
+
+    x: np.ndarray
+    top_k: int | None = None
+
+
+# -- JSON -------------------------------------------------------------------------------------
+class _NonFinite(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> float:
+    raise _NonFinite(name)
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        duplicate = next(k for k in keys if keys.count(k) > 1)
+        raise InvalidInput(f"duplicate key {duplicate[:64]!r} in a JSON object")
+    return dict(pairs)
+
+
+def _strict_json(body: bytes) -> Any:
+    """The slow, exact parser: names NaN/Infinity and duplicate keys (used only when needed)."""
+    try:
+        return json.loads(
+            body, parse_constant=_reject_constant, object_pairs_hook=_reject_duplicates
+        )
+    except _NonFinite as exc:
+        raise InvalidInput(
+            f"{exc} is not a number this service accepts; send finite numbers"
+        ) from None
+    except RecursionError:
+        raise MalformedBody("JSON nesting is too deep") from None
+    except UnicodeDecodeError:
+        raise MalformedBody("body is not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise MalformedBody(
+            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+
+
+def load_json(body: bytes) -> Any:
+    """Parse JSON strictly: orjson on the fast path, the exact parser to explain a failure."""
+    if not body.strip():
+        raise MalformedBody('empty body; send JSON such as {"instances": [[...]]}')
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        document = _strict_json(body)  # raises with a precise message, or parses 1e309 as inf
+    if isinstance(document, dict) and _may_repeat_keys(body, document):
+        document = _strict_json(body)
+    return document
+
+
+def _may_repeat_keys(body: bytes, document: dict[str, Any]) -> bool:
+    """orjson silently keeps the last of repeated keys. Counting each key's quoted name in the
+    raw bytes (a scan, not a parse) tells when the exact parser must look."""
+    if any(body.count(orjson.dumps(key)) != 1 for key in document):
+        return True
+    instances = document.get("instances")
+    if isinstance(instances, list) and instances and isinstance(instances[0], dict):
+        return any(body.count(orjson.dumps(key)) != len(instances) for key in instances[0])
+    return False
+
+
+def _check_top_k(value: Any, n_classes: int) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int:
+        raise InvalidInput("top_k must be an integer")
+    if not 1 <= value <= n_classes:
+        raise InvalidInput(f"top_k must be between 1 and {n_classes}, got {value}")
+    return value
+
+
+def parse_json_body(body: bytes, schema: Schema) -> Parsed:
+    """``{"instances": [...], "top_k": k}`` with rows or records."""
+    document = load_json(body)
+    if not isinstance(document, dict):
+        raise InvalidInput('body must be a JSON object with "instances"')
+    unknown = sorted(set(document) - {"instances", "top_k"})
+    if unknown:
+        raise InvalidInput(
+            f"unknown field {unknown[0][:64]!r}; expected 'instances' and optional 'top_k'"
+        )
+    if "instances" not in document:
+        raise InvalidInput("missing field 'instances'")
+    return Parsed(
+        instances_matrix(document["instances"], schema, "instances"),
+        _check_top_k(document.get("top_k"), schema.n_classes),
+    )
+
+
+def instances_matrix(instances: Any, schema: Schema, where: str) -> np.ndarray:
+    """A list of rows (feature order) or of records (feature names) as a float32 matrix."""
+    if not isinstance(instances, list):
+        raise InvalidInput(f"{where} must be an array of rows or records")
+    if not instances:
+        raise InvalidInput(f"{where} is empty; send at least one row")
+    if len(instances) > schema.max_rows:
+        raise PayloadTooLarge(f"{where} has {len(instances)} rows; the limit is {schema.max_rows}")
+    if isinstance(instances[0], dict):
+        return _records_matrix(instances, schema.features, where)
+    return rows_matrix(instances, schema.features, where)
+
+
+def rows_matrix(rows: list[Any], features: Sequence[str], where: str) -> np.ndarray:
+    """Rows of numbers in feature order."""
+    width = len(features)
+    for i, row in enumerate(rows):
+        if type(row) is not list:
+            raise InvalidInput(
+                f"{where}[{i}] must be an array of {width} numbers (or every instance a record)"
+            )
+        if len(row) != width:
+            raise InvalidInput(
+                f"{where}[{i}] has {len(row)} values; the model takes {width}: {', '.join(features)}"
+            )
+    return _to_matrix(rows, lambda i, j: f"{where}[{i}][{j}] ({features[j]})")
+
+
+def _records_matrix(records: list[Any], features: Sequence[str], where: str) -> np.ndarray:
+    expected = set(features)
+    for i, record in enumerate(records):
+        if type(record) is not dict:
+            raise InvalidInput(
+                f"{where}[{i}] must be an object like {where}[0] (no mixing rows and records)"
+            )
+        if len(record) != len(expected) or record.keys() != expected:
+            unknown = sorted(set(record) - expected)
+            if unknown:
+                raise InvalidInput(f"{where}[{i}] has unknown feature {unknown[0][:64]!r}")
+            missing = [f for f in features if f not in record]
+            raise InvalidInput(f"{where}[{i}] is missing feature {missing[0]!r}")
+    getter = operator.itemgetter(*features)
+    rows = (
+        [list(getter(r)) for r in records]
+        if len(features) > 1
+        else [[r[features[0]]] for r in records]
+    )
+    return _to_matrix(rows, lambda i, j: f"{where}[{i}].{features[j]}")
+
+
+def _to_matrix(rows: list[list[Any]], locate: Any) -> np.ndarray:
+    """Strict numbers to float32; on failure find and name the first bad cell."""
+    if set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
+        try:
+            matrix = np.array(rows, dtype=np.float64)
+        except OverflowError:
+            matrix = None
+        if (
+            matrix is not None
+            and np.isfinite(matrix).all()
+            and np.abs(matrix).max() <= _FLOAT32_MAX
+        ):
+            return matrix.astype(np.float32)
+    for i, row in enumerate(rows):
+        for j, value in enumerate(row):
+            kind = type(value)
+            if kind not in _NUMBER_TYPES:
+                name = {
+                    str: "a string",
+                    bool: "a boolean",
+                    type(None): "null",
+                    list: "an array",
+                    dict: "an object",
+                }.get(kind, kind.__name__)
+                raise InvalidInput(f"{locate(i, j)} must be a number, not {name}")
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):
+                raise InvalidInput(f"{locate(i, j)} must be a finite number")
+            if abs(number) > _FLOAT32_MAX:
+                raise InvalidInput(f"{locate(i, j)} is out of the float32 range")
+    raise InvalidInput("instances could not be read as numbers")  # unreachable in practice
+
+
+# -- CSV --------------------------------------------------------------------------------------
+def parse_csv_body(body: bytes, schema: Schema) -> Parsed:
+    """A CSV body whose header names every feature once (any order, no other columns)."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise MalformedBody("CSV body is not valid UTF-8") from None
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise MalformedBody("empty CSV body; send a header row and at least one data row")
+    try:
+        table = list(csv.reader(lines, strict=True))
+    except csv.Error as exc:
+        raise MalformedBody(f"malformed CSV: {exc}") from None
+    header = [h.strip() for h in table[0]]
+    rows = table[1:]
+    _check_header(header, schema.features)
+    if not rows:
+        raise InvalidInput("CSV has a header but no data rows")
+    if len(rows) > schema.max_rows:
+        raise PayloadTooLarge(f"CSV has {len(rows)} rows; the limit is {schema.max_rows}")
+    width = len(header)
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise MalformedBody(f"CSV row {i + 1} has {len(row)} fields; the header has {width}")
+    order = [header.index(f) for f in schema.features]
+    try:
+        matrix = np.array(rows, dtype=np.float64)
+    except ValueError:
+        matrix = None
+    if matrix is None or not np.isfinite(matrix).all() or np.abs(matrix).max() > _FLOAT32_MAX:
+        _explain_csv(rows, header)
+    return Parsed(np.ascontiguousarray(matrix[:, order], dtype=np.float32))
+
+
+def _check_header(header: list[str], features: Sequence[str]) -> None:
+    seen = set()
+    for name in header:
+        if name in seen:
+            raise InvalidInput(f"CSV header names {name[:64]!r} twice")
+        seen.add(name)
+        if name not in features:
+            raise InvalidInput(f"CSV header has unknown feature {name[:64]!r}")
+    missing = [f for f in features if f not in seen]
+    if missing:
+        raise InvalidInput(f"CSV header is missing feature {missing[0]!r}")
+
+
+def _explain_csv(rows: list[list[str]], header: list[str]) -> None:
+    for i, row in enumerate(rows):
+        for j, cell in enumerate(row):
+            where = f"CSV row {i + 1}, column {header[j][:64]!r}"
+            try:
+                number = float(cell)
+            except ValueError:
+                raise InvalidInput(
+                    f"{where} is not a number" if cell.strip() else f"{where} is empty"
+                ) from None
+            if not math.isfinite(number):
+                raise InvalidInput(f"{where} must be a finite number")
+            if abs(number) > _FLOAT32_MAX:
+                raise InvalidInput(f"{where} is out of the float32 range")
+    raise InvalidInput("CSV values could not be read as numbers")

@@ -1,0 +1,182 @@
+"""A verified, loaded model version: load-time checks and prediction. No HTTP here."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import bundle
+from service import runtimes
+from service.batching import AdaptiveBatcher
+from service.errors import BundleRejected
+
+log = logging.getLogger("service.model")
+
+
+def _read_verified(directory: Path, name: str, digests: dict[str, str]) -> bytes:
+    """Read a file and check its bytes against the verified manifest digest."""
+    if name not in digests:
+        raise BundleRejected(f"{name} is missing")
+    content = (directory / name).read_bytes()
+    if hashlib.sha256(content).hexdigest() != digests[name]:
+        raise BundleRejected(f"{name} changed after its manifest was verified")
+    return content
+
+
+def _load_encoder(content: bytes, classes: list) -> np.ndarray:
+    """Unpickle the LabelEncoder (its bytes are already verified) and check its classes."""
+    import joblib
+    from sklearn.preprocessing import LabelEncoder
+
+    try:
+        encoder = joblib.load(io.BytesIO(content))
+    except Exception as exc:  # a corrupt pickle can raise nearly anything
+        raise BundleRejected(
+            f"{bundle.LABEL_ENCODER} cannot be loaded: {type(exc).__name__}"
+        ) from None
+    if not isinstance(encoder, LabelEncoder) or not hasattr(encoder, "classes_"):
+        raise BundleRejected(f"{bundle.LABEL_ENCODER} is not a fitted LabelEncoder")
+    if encoder.classes_.tolist() != classes or [type(c) for c in encoder.classes_.tolist()] != [
+        type(c) for c in classes
+    ]:
+        raise BundleRejected(
+            f"{bundle.LABEL_ENCODER} classes differ from {bundle.METADATA} classes"
+        )
+    # Decode every class index once: per-request inverse_transform costs ~77 us of validation.
+    return encoder.inverse_transform(np.arange(len(classes)))
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """One bundle version, verified and ready to predict."""
+
+    name: str
+    version: int
+    path: Path
+    metadata: bundle.Metadata
+    runtime: runtimes.Runtime
+    labels: list  # decoded label of each class index, in encoder order
+    class_keys: list[str]  # the labels as JSON object keys
+    feature_names: list[str]
+    feature_min: np.ndarray
+    feature_max: np.ndarray
+    report: dict | None = None  # report/metrics.json, verified with the rest
+    batcher: AdaptiveBatcher | None = None
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_keys)
+
+    def probabilities_sync(self, x: np.ndarray) -> np.ndarray:
+        """Per-class probabilities ``[rows, classes]`` for a validated float32 matrix."""
+        raw = self.runtime.predict(x)
+        if raw.shape[1] == 1:  # one sigmoid unit: P(class 1); class 0 gets the rest
+            return np.concatenate([1.0 - raw, raw], axis=1)
+        return raw
+
+    async def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """Like :meth:`probabilities_sync`; the Keras runtime goes through the adaptive batcher."""
+        if self.batcher is not None:
+            return await self.batcher.submit(x)
+        return self.probabilities_sync(x)
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+
+
+def load_version(
+    directory: Path,
+    runtime: runtimes.RuntimeName | None = None,
+    signing_key: str | None = None,
+    max_batch_rows: int = 10_000,
+    batch_wait_ms: float = 0.0,
+) -> LoadedModel:
+    """Verify a bundle version and load it; raise :class:`BundleRejected` with the reason."""
+    try:
+        version = int(directory.name)
+        digests = bundle.verify_manifest(directory, signing_key)
+        metadata = bundle.read_metadata(directory)
+        missing = [name for name in bundle.REQUIRED_FILES if name not in digests]
+        if missing:
+            raise BundleRejected(f"{missing[0]} is missing")
+        chosen = runtimes.choose(runtime, bundle.MODEL_TFLITE in digests)
+        model_file = bundle.MODEL_TFLITE if chosen == "litert" else bundle.MODEL_KERAS
+        if model_file not in digests:
+            raise BundleRejected(f"runtime {chosen} needs {model_file}, which the bundle lacks")
+        report = None
+        if bundle.METRICS_JSON in digests:
+            try:
+                report = json.loads(_read_verified(directory, bundle.METRICS_JSON, digests))
+            except ValueError:
+                raise BundleRejected(f"{bundle.METRICS_JSON} is not valid JSON") from None
+        labels = _load_encoder(
+            _read_verified(directory, bundle.LABEL_ENCODER, digests), metadata.classes
+        )
+        try:
+            engine = runtimes.load(
+                chosen, _read_verified(directory, model_file, digests), directory / model_file
+            )
+        except BundleRejected:
+            raise
+        except Exception as exc:  # a corrupt model file fails deep inside the runtime
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise BundleRejected(
+                f"{model_file} cannot be loaded: {type(exc).__name__} {detail}".strip()
+            ) from None
+    except bundle.BundleError as exc:
+        raise BundleRejected(str(exc)) from None
+    except OSError as exc:
+        raise BundleRejected(f"cannot read the bundle: {exc.strerror or exc}") from None
+
+    features = metadata.features
+    if engine.input_width != len(features):
+        raise BundleRejected(
+            f"{model_file} takes {engine.input_width} features; metadata lists {len(features)}"
+        )
+    if engine.output_width != metadata.output_units:
+        raise BundleRejected(
+            f"{model_file} outputs {engine.output_width} units; {len(metadata.classes)} classes "
+            f"need {metadata.output_units}"
+        )
+    loaded = LoadedModel(
+        name=metadata.name,
+        version=version,
+        path=directory,
+        metadata=metadata,
+        runtime=engine,
+        labels=labels.tolist(),
+        class_keys=[str(c) for c in metadata.classes],
+        feature_names=[f.name for f in features],
+        feature_min=np.array([f.min for f in features], dtype=np.float32),
+        feature_max=np.array([f.max for f in features], dtype=np.float32),
+        report=report,
+    )
+    _smoke_test(loaded, np.array([[f.mean for f in features]], dtype=np.float32))
+    if chosen == "keras":
+        loaded.batcher = AdaptiveBatcher(
+            loaded.probabilities_sync, max_batch_rows, batch_wait_ms / 1000
+        )
+    return loaded
+
+
+def _smoke_test(model: LoadedModel, x: np.ndarray) -> None:
+    """One prediction on the training means must give finite probabilities that sum to 1."""
+    try:
+        probabilities = model.probabilities_sync(x)
+    except Exception as exc:
+        raise BundleRejected(f"smoke prediction failed: {type(exc).__name__}") from None
+    if probabilities.shape != (1, model.n_classes):
+        raise BundleRejected(f"smoke prediction has shape {probabilities.shape}")
+    if not np.isfinite(probabilities).all() or abs(float(probabilities.sum()) - 1) > 1e-3:
+        raise BundleRejected("smoke prediction is not a probability distribution")

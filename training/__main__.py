@@ -1,0 +1,86 @@
+"""``python -m training``: train a classifier and publish a bundle."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from training.errors import TrainingError
+
+# TensorFlow reads these at import; quiet its C++ start-up chatter unless the user asks for it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"training: error: {message} (see --help)\n")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = _Parser(
+        prog="python -m training",
+        description="Train a Keras classifier on tabular data and publish a versioned bundle. "
+        "With no arguments, trains on the embedded Iris data set as model 'iris'.",
+    )
+    parser.add_argument(
+        "--data", type=Path, help="CSV file with a header row (default: embedded Iris)"
+    )
+    parser.add_argument("--target", help="target column (required with --data)")
+    parser.add_argument("--features", help="comma-separated feature columns (default: all others)")
+    parser.add_argument("--name", help="model name (default: iris, or the CSV file's stem)")
+    parser.add_argument(
+        "--artifacts",
+        type=Path,
+        default=Path(os.environ.get("ARTIFACTS_DIR", "artifacts")),
+        help="artifacts directory (default: $ARTIFACTS_DIR or ./artifacts)",
+    )
+    parser.add_argument(
+        "--encoding",
+        choices=["sparse", "onehot"],
+        default="sparse",
+        help="integer labels + sparse loss (default), or one-hot + categorical loss",
+    )
+    parser.add_argument("--epochs", type=int, default=200, help="maximum epochs (early stopping)")
+    parser.add_argument("--seed", type=int, default=42, help="random seed; same seed, same model")
+    parser.add_argument("--test-size", type=float, default=0.2, help="held-out test share")
+    parser.add_argument("--quiet", action="store_true", help="print only the published path")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    features = None
+    if args.features is not None:
+        features = [f.strip() for f in args.features.split(",") if f.strip()]
+    from training.pipeline import Options, run
+
+    options = Options(
+        data=args.data,
+        target=args.target,
+        features=features,
+        name=args.name,
+        artifacts=args.artifacts,
+        encoding=args.encoding,
+        epochs=args.epochs,
+        seed=args.seed,
+        test_size=args.test_size,
+        quiet=args.quiet,
+        signing_key=os.environ.get("ARTIFACT_SIGNING_KEY") or None,
+    )
+    try:
+        run(options)
+    except TrainingError as exc:
+        print(f"training: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
