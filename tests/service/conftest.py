@@ -1,0 +1,28 @@
+"""Fixture chain for the service: tiny real bundle -> settings -> app -> client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service import Settings, create_app
+
+
+@pytest.fixture(params=["litert", "keras"])
+def runtime(request: pytest.FixtureRequest) -> str:
+    """Both runtimes; tests that take this fixture run once per runtime."""
+    return request.param
+
+
+@pytest.fixture
+def settings(artifacts_copy: Path, runtime: str) -> Settings:
+    return Settings(artifacts_dir=artifacts_copy, model_name="iris", model_runtime=runtime)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client

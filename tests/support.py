@@ -1,0 +1,86 @@
+"""Test helpers: a real ``python -m service`` process on a free port on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """Start the service as users do (``python -m service``) with the given environment."""
+
+    def __init__(self, artifacts: Path, log_path: Path | None = None, **env: object) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "ARTIFACTS_DIR": str(artifacts),
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            **{k.upper(): str(v) for k, v in env.items()},
+        }
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: str | None = "/healthz", timeout: float = 60.0) -> ServerProcess:
+        """Start and wait until ``wait`` answers (any status for /healthz, 200 otherwise)."""
+        out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service"], cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+        )
+        if wait:
+            self.wait_for(wait, timeout)
+        return self
+
+    def wait_for(self, path: str, timeout: float = 60.0, status: int = 200) -> httpx.Response:
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")
+            try:
+                response = httpx.get(self.url + path, timeout=2)
+                if response.status_code == status:
+                    return response
+            except httpx.HTTPError as exc:
+                last = exc
+            time.sleep(0.05)
+        raise TimeoutError(f"{path} did not answer {status} within {timeout}s ({last}): {self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path else ""
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait; returns the exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
