@@ -84,6 +84,8 @@ def read_metadata(directory: Path) -> Metadata:
         return Metadata.model_validate(json.loads(path.read_text()))
     except FileNotFoundError:
         raise BundleError(f"{METADATA} is missing") from None
+    except OSError as exc:
+        raise BundleError(f"{METADATA} cannot be read: {exc.strerror or exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         detail = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else "not valid JSON"
         raise BundleError(f"{METADATA} is invalid: {detail}") from None

@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     features = None
     if args.features is not None:
         features = [f.strip() for f in args.features.split(",") if f.strip()]
+        if not features:
+            print("training: error: --features names no column", file=sys.stderr)
+            return EXIT_BAD_INPUT
     from training.pipeline import Options, run
 
     options = Options(

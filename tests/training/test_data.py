@@ -1,0 +1,228 @@
+"""Loading, validating and splitting the training table (no TensorFlow involved)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import make_binary_csv
+from training import TrainingError, data
+
+
+def _frame(**columns: list) -> pd.DataFrame:
+    return pd.DataFrame(columns)
+
+
+def _select(frame: pd.DataFrame, target: str = "label", features: list[str] | None = None):
+    return data.select(frame, target, features, "digest")
+
+
+# --- the embedded Iris data ------------------------------------------------------------------
+
+
+def test_iris_default() -> None:
+    dataset = data.load_dataset(None, None, None)
+    assert dataset.features == data.IRIS_FEATURES
+    assert dataset.target == data.IRIS_TARGET == "species"
+    assert dataset.x.shape == (150, 4)
+    assert dataset.x.dtype == np.float32
+    labels, counts = np.unique(dataset.y, return_counts=True)
+    assert labels.tolist() == ["setosa", "versicolor", "virginica"]
+    assert counts.tolist() == [50, 50, 50]
+    frame = data.load_iris_frame()
+    assert dataset.sha256 == hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
+    assert data.load_dataset(None, None, None).sha256 == dataset.sha256
+
+
+def test_iris_with_picked_features() -> None:
+    dataset = data.load_dataset(None, None, ["petal_width", "sepal_length"])
+    frame = data.load_iris_frame()
+    assert dataset.features == ["petal_width", "sepal_length"]
+    np.testing.assert_array_equal(
+        dataset.x, frame[["petal_width", "sepal_length"]].to_numpy(dtype=np.float32)
+    )
+
+
+# --- reading a CSV ------------------------------------------------------------------------------
+
+
+def test_read_csv_fingerprints_the_bytes(tmp_path: Path) -> None:
+    path = make_binary_csv(tmp_path / "b.csv")
+    frame, digest = data.read_csv(path)
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert list(frame.columns) == ["note", "b", "label", "a", "c"]
+    assert len(frame) == 120
+
+
+def test_csv_with_string_labels_extra_column_and_another_order(tmp_path: Path) -> None:
+    path = make_binary_csv(tmp_path / "b.csv")
+    dataset = data.load_dataset(path, "label", ["a", "b", "c"])
+    frame = pd.read_csv(path)
+    assert dataset.features == ["a", "b", "c"]
+    np.testing.assert_array_equal(dataset.x, frame[["a", "b", "c"]].to_numpy(dtype=np.float32))
+    assert set(dataset.y.tolist()) == {"no", "yes"}
+    assert dataset.y.tolist() == frame["label"].tolist()
+    # The labels really follow column "a" (and "b"), not the file's column order.
+    assert ((dataset.x[:, 0] + 0.5 * dataset.x[:, 1] > 0) == (dataset.y == "yes")).mean() > 0.95
+
+
+def test_csv_extra_non_numeric_column_without_features(tmp_path: Path) -> None:
+    path = make_binary_csv(tmp_path / "b.csv")
+    with pytest.raises(TrainingError, match=r"^feature column 'note' is not numeric$"):
+        data.load_dataset(path, "label", None)
+
+
+def test_csv_all_other_columns_are_features_by_default(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("z,label,y\n1,a,2\n3,b,4\n")
+    dataset = data.load_dataset(path, "label", None)
+    assert dataset.features == ["z", "y"]
+    assert dataset.x.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_numeric_labels_stay_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("x,label\n0.5,0\n1.5,1\n2.5,1\n")
+    dataset = data.load_dataset(path, "label", None)
+    assert dataset.y.tolist() == [0, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "data file not found"),
+        (b"", "data file is empty"),
+        (b"  \n\n \t\n", "data file is empty"),
+        (b"x,label\n", "data has a header but no rows"),
+        (b"x,label\n1,a\n2,b,3,4\n", "cannot parse .* as CSV: Error tokenizing data"),
+        (b"x,label\n1,\xff\xfe\n", "cannot parse .* as CSV"),
+    ],
+    ids=["missing", "zero-bytes", "blank", "header-only", "ragged", "not-utf8"],
+)
+def test_bad_files(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "data.csv"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(TrainingError, match=message) as caught:
+        data.load_dataset(path, "label", None)
+    assert "\n" not in str(caught.value)
+
+
+def test_data_is_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="data file is a directory"):
+        data.load_dataset(tmp_path, "label", None)
+
+
+def test_target_is_required_with_data(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="--target is required with --data"):
+        data.load_dataset(tmp_path / "never-read.csv", None, None)
+
+
+# --- selecting columns ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "target", "features", "message"),
+    [
+        (_frame(x=[1.0], label=["a"]), "species", None, "target column 'species' not found"),
+        (_frame(x=[1.0], label=["a"]), "label", ["x", "w"], "feature column 'w' not found"),
+        (_frame(x=[1.0], label=["a"]), "label", ["x", "label"], "also listed as a feature"),
+        (_frame(x=[1.0], label=["a"]), "label", ["x", "x"], "listed twice"),
+        (_frame(x=[1.0], label=["a"]), "label", [], "no feature columns"),
+        (_frame(label=["a"]), "label", None, "no feature columns"),
+        (_frame(x=["1", "two"], label=["a", "b"]), "label", None, "'x' is not numeric"),
+        (_frame(x=[True, False], label=["a", "b"]), "label", None, "'x' is not numeric"),
+        (_frame(x=[1.0, np.nan], label=["a", "b"]), "label", None, "'x' has 1 missing values"),
+        (_frame(x=[1.0, np.inf], label=["a", "b"]), "label", None, "'x' has infinite values"),
+        (_frame(x=[1.0, 2.0], label=["a", None]), "label", None, "'label' has 1 missing values"),
+        (_frame(x=[], label=[]), "label", None, "header but no rows"),
+    ],
+    ids=[
+        "no-target",
+        "no-feature",
+        "target-as-feature",
+        "feature-twice",
+        "empty-features",
+        "only-target",
+        "strings",
+        "bools",
+        "nan-feature",
+        "inf-feature",
+        "nan-target",
+        "no-rows",
+    ],
+)
+def test_select_rejects(
+    frame: pd.DataFrame, target: str, features: list | None, message: str
+) -> None:
+    with pytest.raises(TrainingError, match=message):
+        data.select(frame, target, features, "digest")
+
+
+def test_select_rejects_duplicate_column_names() -> None:
+    frame = pd.DataFrame([[1.0, 2.0, "a"]], columns=["x", "x", "label"])
+    with pytest.raises(TrainingError, match="duplicate column name: x"):
+        _select(frame)
+
+
+def test_missing_target_lists_the_columns() -> None:
+    with pytest.raises(TrainingError, match=r"columns are: x, y, label$"):
+        _select(_frame(x=[1.0], y=[2.0], label=["a"]), target="species")
+
+
+def test_integer_features_become_float32() -> None:
+    dataset = _select(_frame(x=[1, 2, 3], label=["a", "b", "a"]))
+    assert dataset.x.dtype == np.float32
+    assert dataset.sha256 == "digest"
+
+
+# --- splitting -------------------------------------------------------------------------------------
+
+
+def _labels(counts: dict[str, int]) -> np.ndarray:
+    return np.array([label for label, n in counts.items() for _ in range(n)], dtype=object)
+
+
+def test_split_is_stratified_disjoint_and_complete() -> None:
+    y = data.load_dataset(None, None, None).y
+    parts = data.split(y, 0.2, seed=42)
+    assert (len(parts.train), len(parts.validation), len(parts.test)) == (96, 24, 30)
+    everything = np.concatenate([parts.train, parts.validation, parts.test])
+    assert sorted(everything.tolist()) == list(range(150))
+    for part in (parts.train, parts.validation, parts.test):
+        assert part.tolist() == sorted(part.tolist())
+        _, counts = np.unique(y[part], return_counts=True)
+        assert counts.max() - counts.min() <= 1  # balanced classes stay balanced
+
+
+def test_split_depends_on_the_seed_only() -> None:
+    y = data.load_dataset(None, None, None).y
+    a, b, c = data.split(y, 0.2, 1), data.split(y, 0.2, 1), data.split(y, 0.2, 2)
+    assert a.test.tolist() == b.test.tolist()
+    assert a.train.tolist() == b.train.tolist()
+    assert a.test.tolist() != c.test.tolist()
+
+
+def test_split_gives_every_class_a_row_in_every_part_at_the_minimum() -> None:
+    y = _labels({"a": 30, "b": 6})
+    parts = data.split(y, 0.2, 0)
+    for part in (parts.train, parts.validation, parts.test):
+        assert set(y[part].tolist()) == {"a", "b"}
+
+
+def test_split_rejects_a_single_class() -> None:
+    with pytest.raises(TrainingError, match=r"single class \('only'\)"):
+        data.split(_labels({"only": 20}), 0.2, 0)
+
+
+@pytest.mark.parametrize(("test_size", "needed"), [(0.2, 6), (0.1, 11), (0.4, 4)])
+def test_split_rejects_a_class_with_too_few_rows(test_size: float, needed: int) -> None:
+    y = _labels({"big": 60, "small": needed - 1})
+    with pytest.raises(TrainingError, match=f"class 'small' has {needed - 1} rows; .*{needed}"):
+        data.split(y, test_size, 0)
+    parts = data.split(_labels({"big": 60, "small": needed}), test_size, 0)
+    assert len(parts.test) > 0
