@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,10 @@ class AdaptiveBatcher:
         self._queued_rows = 0
         self._running = False
         self._drainer: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batcher")
+        self._executor: ThreadPoolExecutor | None = self._new_executor()
+        # close() comes from the registry's loading thread while the event loop batches.
+        self._lock = threading.Lock()
+        self._closed = False
         self.batches = 0
         self.rows = 0
 
@@ -64,7 +68,7 @@ class AdaptiveBatcher:
                     continue
                 x = taken[0][0] if len(taken) == 1 else np.concatenate([t[0] for t in taken])
                 try:
-                    out = await loop.run_in_executor(self._executor, self._predict, x)
+                    out = await loop.run_in_executor(self._worker(), self._predict, x)
                 except Exception as exc:
                     for _, future in taken:
                         if not future.done():
@@ -78,8 +82,33 @@ class AdaptiveBatcher:
                         future.set_result(out[start : start + len(rows)])
                     start += len(rows)
         finally:
-            self._running = False
+            with self._lock:
+                self._running = False
+                if self._closed:
+                    self._shutdown()
+
+    @staticmethod
+    def _new_executor() -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="batcher")
+
+    def _worker(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:  # closed while idle, then a request that held it came
+                self._executor = self._new_executor()
+            return self._executor
+
+    def _shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
 
     def close(self) -> None:
-        """Stop the worker thread once queued work is done."""
-        self._executor.shutdown(wait=False)
+        """Stop the worker thread once queued work is done (safe from any thread).
+
+        Requests in flight still get their answers: a version swapped out keeps answering
+        the requests that took it before the swap, then its thread ends.
+        """
+        with self._lock:
+            self._closed = True
+            if not self._running:
+                self._shutdown()

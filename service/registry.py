@@ -2,6 +2,10 @@
 
 Availability first, as TensorFlow Serving does it: a new version is loaded and verified
 before it replaces the served one, and a version that fails is never served.
+
+Two locks: ``_load_lock`` serializes the slow part (verifying and loading a version, seconds
+for Keras); ``_swap_lock`` guards the pointer swap, held for microseconds, so a rollback is
+instant even while a load is in progress.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,8 +25,11 @@ from service.settings import Settings
 
 log = logging.getLogger("service.registry")
 
-State = Literal["serving", "available", "rejected", "held"]
-Fingerprint = tuple[tuple[str, int, int], ...]
+State = Literal["serving", "available", "rejected"]
+Fingerprint = tuple[tuple[str, int, int, int, int], ...]
+
+HELD_REASON = "not loaded automatically after a rollback or a pinned reload; POST /admin/reload"
+UNVERIFIED_REASON = "not verified yet"
 
 
 @dataclass
@@ -34,15 +42,21 @@ class VersionStatus:
 
 
 def fingerprint(directory: Path) -> Fingerprint:
-    """Names, sizes and modification times of every file: a rejected version is retried only
-    when this changes."""
+    """Name, size, mtime, ctime and inode of every file: a rejected version is retried only
+    when this changes (ctime and inode catch a copy that preserves modification times)."""
     entries = []
     try:
         for path in sorted(directory.rglob("*")):
             if path.is_file():
                 stat = path.stat()
                 entries.append(
-                    (path.relative_to(directory).as_posix(), stat.st_size, stat.st_mtime_ns)
+                    (
+                        path.relative_to(directory).as_posix(),
+                        stat.st_size,
+                        stat.st_mtime_ns,
+                        stat.st_ctime_ns,
+                        stat.st_ino,
+                    )
                 )
     except OSError:
         pass
@@ -50,15 +64,25 @@ def fingerprint(directory: Path) -> Fingerprint:
 
 
 class Registry:
-    """Holds the served model, the previous one (for instant rollback) and every version's status."""
+    """Holds the served model, the previous one (for instant rollback) and every version's status.
+
+    ``current`` is replaced, never mutated: a request that took it keeps a complete version
+    until it answers, whatever swaps happen meanwhile.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.current: LoadedModel | None = None
         self.previous: LoadedModel | None = None
         self._rejected: dict[int, tuple[Fingerprint, str]] = {}
-        self._held_above: int = 0  # after a rollback, versions up to this are not auto-loaded
-        self._lock = threading.Lock()  # one load or swap at a time
+        self._verified: dict[int, Fingerprint] = {}  # versions that loaded, as their files were
+        self._start_floor = 0  # versions up to this were on disk at start; polls do not verify them
+        # Versions up to this number are not loaded by polling (set by a rollback or by an
+        # explicit reload of one version); a newer publication is.
+        self._hold = 0
+        self._load_lock = threading.Lock()
+        self._swap_lock = threading.Lock()
+        self._closed = False
         self.reloads_succeeded = 0
         self.reloads_rejected = 0
         self.last_error: str | None = None
@@ -86,43 +110,47 @@ class Registry:
 
     def not_ready_reason(self) -> str:
         name, directory = self.settings.model_name, self.settings.model_dir
-        if (
-            self.settings.model_version is not None
-            and self.settings.model_version in self._rejected
-        ):
-            return (
-                f"pinned version {self.settings.model_version} of {name!r} was rejected: "
-                + (self._rejected[self.settings.model_version][1])
-            )
+        pinned = self.settings.model_version
+        rejected = self._rejected.get(pinned) if pinned is not None else None
+        if rejected is not None:
+            return f"pinned version {pinned} of {name!r} was rejected: {rejected[1]}"
         if not self.versions():
             return f"no version of model {name!r} found under {directory}"
         return f"no valid version of model {name!r}: " + (self.last_error or "all were rejected")
 
     def statuses(self) -> list[VersionStatus]:
-        """Every version found on disk with its state, highest first."""
-        current = self.current.version if self.current else None
+        """Every version found on disk (and any loaded one) with its state, highest first."""
+        current, previous = self.current, self.previous
+        found = set(self.versions())
+        hold = self._hold
         out = []
-        for version in sorted(self.versions(), reverse=True):
-            if version == current:
-                out.append(VersionStatus(version, "serving"))
-            elif version in self._rejected:
-                out.append(VersionStatus(version, "rejected", self._rejected[version][1]))
-            elif current is not None and current < version <= self._held_above:
-                out.append(VersionStatus(version, "held", "rolled back from; reload to serve it"))
+        for version in sorted(found | {m.version for m in (current, previous) if m}, reverse=True):
+            gone = None if version in found else "directory removed; kept in memory"
+            rejected = self._rejected.get(version)
+            if current is not None and version == current.version:
+                out.append(VersionStatus(version, "serving", gone))
+            elif rejected is not None:
+                out.append(VersionStatus(version, "rejected", rejected[1]))
+            elif current is not None and current.version < version <= hold:
+                out.append(VersionStatus(version, "available", HELD_REASON))
+            elif version not in self._verified:
+                out.append(VersionStatus(version, "available", gone or UNVERIFIED_REASON))
             else:
-                out.append(VersionStatus(version, "available"))
+                out.append(VersionStatus(version, "available", gone))
         return out
 
     # -- loading -----------------------------------------------------------------------------
     def _try_load(self, version: int, force: bool = False) -> LoadedModel | None:
-        """Verify and load one version; remember a rejection and its reason."""
+        """Verify and load one version; remember a rejection, its reason and the files' state."""
         directory = self.settings.model_dir / str(version)
+        # Taken before loading: a file that changes during the load changes it again later.
         print_ = fingerprint(directory)
         known = self._rejected.get(version)
-        if known and known[0] == print_ and not force:
+        if known is not None and known[0] == print_ and not force:
             return None
+        key = self.settings.artifact_signing_key
+        started = time.monotonic()
         try:
-            key = self.settings.artifact_signing_key
             model = load_version(
                 directory,
                 runtime=self.settings.model_runtime,
@@ -132,38 +160,73 @@ class Registry:
             )
         except BundleRejected as exc:
             reason = str(exc)
-            self._rejected[version] = (print_, reason)
-            self.reloads_rejected += 1
-            self.last_error = f"version {version}: {reason}"
-            log.warning("rejected version %s of %s: %s", version, self.settings.model_name, reason)
-            return None
-        if model.name != self.settings.model_name:
-            log.info(
-                "version %s names model %r; serving it as %r",
-                version,
-                model.name,
-                self.settings.model_name,
-            )
-        self._rejected.pop(version, None)
-        return model
+        except Exception as exc:  # a bundle must never take the service down, whatever it holds
+            log.exception("unexpected failure loading version %s", version)
+            reason = f"cannot be loaded: {type(exc).__name__}"
+        else:
+            if model.name != self.settings.model_name:
+                log.info(
+                    "version %s names model %r; serving it as %r",
+                    version,
+                    model.name,
+                    self.settings.model_name,
+                )
+            self._rejected.pop(version, None)
+            self._verified[version] = print_
+            log.info("verified version %s in %.2f s", version, time.monotonic() - started)
+            return model
+        self._rejected[version] = (print_, reason)
+        self._verified.pop(version, None)
+        self.reloads_rejected += 1
+        self.last_error = f"version {version}: {reason}"
+        log.warning(
+            "rejected version %s of %s: %s (not retried until its files change)",
+            version,
+            self.settings.model_name,
+            reason,
+        )
+        return None
 
-    def _swap(self, model: LoadedModel) -> None:
-        old = self.current
-        if old is not None and self.previous is not None and self.previous is not model:
-            self.previous.close()
-        self.previous = old
-        self.current = model
-        self.reloads_succeeded += 1
+    def _swap(
+        self, model: LoadedModel, *, automatic: bool = False, hold: int | None = None
+    ) -> bool:
+        """Serve ``model``; the served one becomes ``previous``. False if it was not wanted.
+
+        ``automatic`` (a poll) re-checks under the lock that a rollback or reload made while
+        the model loaded did not make it unwanted. ``hold`` sets the polling hold with it.
+        """
+        with self._swap_lock:
+            current = self.current
+            floor = max(current.version if current else 0, self._hold)
+            if self._closed or (automatic and current is not None and model.version <= floor):
+                retired = model
+            else:
+                retired = self.previous
+                if retired is model or retired is current:
+                    retired = None
+                self.previous = current
+                self.current = model
+                self.reloads_succeeded += 1
+                if hold is not None:
+                    self._hold = hold
+        if retired is not None:
+            # Safe with requests in flight on it: the batcher finishes queued work first and
+            # still answers a request that took this version before the swap.
+            retired.close()
+        if retired is model:
+            return False
         log.info(
             "serving version %s of %s (runtime %s)",
             model.version,
             self.settings.model_name,
             model.runtime.name,
         )
+        return True
 
     def load_initial(self) -> None:
         """At start-up: the pinned version, or the highest one that verifies."""
-        with self._lock:
+        with self._load_lock:
+            self._start_floor = max(self.versions(), default=0)
             pinned = self.settings.model_version
             candidates = [pinned] if pinned else sorted(self.versions(), reverse=True)
             for version in candidates:
@@ -177,72 +240,142 @@ class Registry:
             log.warning("not ready: %s", self.not_ready_reason())
 
     def poll(self) -> bool:
-        """Load the highest newer version that verifies; True when a swap happened."""
-        if self.settings.model_version is not None:
+        """Load the highest newer version that verifies; True when a swap happened.
+
+        Then, in the time left of the poll interval, verify versions published since start
+        and never checked (broken ones published just before a good one, say) so that /model
+        shows them rejected.
+        """
+        if self._closed:
             return False
-        with self._lock:
-            floor = max(self.current.version if self.current else 0, self._held_above)
-            for version in sorted((v for v in self.versions() if v > floor), reverse=True):
-                model = self._try_load(version)
-                if model is not None:
-                    self._swap(model)
-                    return True
-            if self.current is None:  # nothing served yet: a lower version may have become valid
-                for version in sorted(self.versions(), reverse=True):
+        swapped = False
+        with self._load_lock:
+            started = time.monotonic()
+            current = self.current
+            if self.settings.model_version is None:
+                floor = max(current.version if current else 0, self._hold)
+                # With nothing served yet, any version may have become valid (files changed).
+                candidates = [v for v in self.versions() if current is None or v > floor]
+                for version in sorted(candidates, reverse=True):
                     model = self._try_load(version)
                     if model is not None:
-                        self._swap(model)
-                        return True
-        return False
+                        swapped = self._swap(model, automatic=True)
+                        break
+            self._verify_unchecked(started + max(0.2, self.settings.poll_seconds / 2))
+        return swapped
 
-    def reload(self, version: int | None = None) -> LoadedModel:
-        """Admin reload: the given version, or the highest one that verifies; 409 if rejected."""
-        with self._lock:
-            available = self.versions()
-            if version is not None and version not in available:
-                raise NotFound(f"version {version} of model {self.settings.model_name!r} not found")
-            candidates = [version] if version is not None else sorted(available, reverse=True)
-            if not candidates:
-                raise NotFound(self.not_ready_reason())
-            reasons = []
-            for candidate in candidates:
-                if (
-                    self.current is not None
-                    and candidate == self.current.version
-                    and version is None
-                ):
-                    return self.current
-                model = self._try_load(candidate, force=True)
-                if model is not None:
-                    self._held_above = 0 if version is None else self._held_above
-                    self._swap(model)
-                    return model
-                reasons.append(f"version {candidate}: {self._rejected[candidate][1]}")
-            raise Conflict("reload rejected: " + "; ".join(reasons))
-
-    def rollback(self) -> LoadedModel:
-        """Swap back to the previously served version, kept in memory; 409 if there is none."""
-        with self._lock:
-            if self.previous is None or self.current is None:
-                raise Conflict("no previous version to roll back to")
-            rolled_back_from = self.current.version
-            self.current, self.previous = self.previous, self.current
-            self._held_above = max(self._held_above, rolled_back_from)
-            log.info("rolled back from version %s to %s", rolled_back_from, self.current.version)
-            return self.current
-
-    def close(self) -> None:
-        for model in (self.current, self.previous):
+    def _verify_unchecked(self, deadline: float) -> None:
+        """Load (then drop) new versions whose current files were never verified, newest first."""
+        loaded = {m.version for m in (self.current, self.previous) if m is not None}
+        for version in sorted(self.versions(), reverse=True):
+            if version <= self._start_floor:
+                break
+            if version in loaded or self._closed:
+                continue
+            print_ = fingerprint(self.settings.model_dir / str(version))
+            rejected = self._rejected.get(version)
+            if self._verified.get(version) == print_ or (rejected and rejected[0] == print_):
+                continue
+            if time.monotonic() > deadline:
+                return
+            model = self._try_load(version)
             if model is not None:
                 model.close()
+
+    def reload(self, version: int | None = None) -> LoadedModel:
+        """Admin reload: the given version, or the highest one; 404 if absent, 409 if rejected.
+
+        Re-verifies even a version rejected before. Reloading one version holds it: polling
+        then loads only versions published later. Without a version, polling resumes.
+        """
+        with self._load_lock:
+            available = self.versions()
+            current = self.current
+            if version is not None:
+                if version not in available:
+                    raise NotFound(
+                        f"version {version} of model {self.settings.model_name!r} not found"
+                    )
+                hold = max(available)
+                if current is not None and version == current.version:
+                    with self._swap_lock:
+                        self._hold = hold
+                    return current
+                model = self._loaded(version) or self._try_load(version, force=True)
+                if model is None:
+                    raise Conflict(
+                        f"version {version} was rejected: {self._reason(version)}"
+                        + self._still_serving()
+                    )
+                self._swap(model, hold=hold)
+                return model
+            if not available:
+                raise NotFound(self.not_ready_reason())
+            floor = current.version if current else 0
+            reasons = []
+            for candidate in sorted((v for v in available if v > floor), reverse=True):
+                model = self._loaded(candidate) or self._try_load(candidate, force=True)
+                if model is not None:
+                    self._swap(model, hold=0)
+                    return model
+                reasons.append(f"version {candidate}: {self._reason(candidate)}")
+            if current is None:
+                raise Conflict("no version verifies: " + "; ".join(reasons))
+            if reasons:  # newer versions exist and every one of them failed
+                raise Conflict(
+                    "newer versions were rejected: " + "; ".join(reasons) + self._still_serving()
+                )
+            with self._swap_lock:
+                self._hold = 0
+            return current
+
+    def _loaded(self, version: int) -> LoadedModel | None:
+        previous = self.previous
+        return previous if previous is not None and previous.version == version else None
+
+    def _reason(self, version: int) -> str:
+        rejected = self._rejected.get(version)
+        return rejected[1] if rejected else "unknown"
+
+    def _still_serving(self) -> str:
+        current = self.current
+        return f"; still serving version {current.version}" if current else ""
+
+    def rollback(self) -> LoadedModel:
+        """Swap back to the previously served version, kept in memory; 409 if there is none.
+
+        Instant: it does not wait for a load in progress. Versions published so far are then
+        held (not loaded by polling); a later publication is. A second rollback undoes it.
+        """
+        published = self.versions()
+        with self._swap_lock:
+            current, previous = self.current, self.previous
+            if previous is None or current is None:
+                raise Conflict("no previous version to roll back to")
+            self.current, self.previous = previous, current
+            self._hold = max([self._hold, current.version, *published])
+        log.info("rolled back from version %s to %s", current.version, previous.version)
+        return previous
+
+    def close(self) -> None:
+        with self._swap_lock:
+            self._closed = True
+            models = [m for m in (self.current, self.previous) if m is not None]
+        for model in models:
+            model.close()
 
     # -- polling -----------------------------------------------------------------------------
     async def watch(self) -> None:
         """Poll every POLL_SECONDS, loading off the event loop so requests keep flowing."""
         interval = self.settings.poll_seconds
+        next_poll = time.monotonic() + interval
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(max(0.0, next_poll - time.monotonic()))
+            # A fixed cadence, so a version is found within POLL_SECONDS of its publication;
+            # after a poll slower than that (a long load), the next one starts at once.
+            next_poll += interval
             try:
                 await asyncio.to_thread(self.poll)
             except Exception:  # never let the watcher die; the next poll tries again
                 log.exception("polling for new versions failed")
+            next_poll = max(next_poll, time.monotonic())
