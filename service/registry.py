@@ -261,6 +261,11 @@ class Registry:
                     if model is not None:
                         swapped = self._swap(model, automatic=True)
                         break
+            elif current is None and self.settings.model_version in self.versions():
+                # A pinned version that was absent or broken at start may appear or be repaired.
+                model = self._try_load(self.settings.model_version)
+                if model is not None:
+                    swapped = self._swap(model, automatic=True)
             self._verify_unchecked(started + max(0.2, self.settings.poll_seconds / 2))
         return swapped
 

@@ -521,3 +521,21 @@ def test_close_stops_later_swaps(
     publish(model_dir, iris_bundle)
     assert registry.poll() is False
     assert registry.require().version == 1
+
+
+def test_a_pinned_version_that_appears_after_start_is_loaded_by_polling(
+    model_dir: Path, iris_bundle: Path, make_registry: Callable[..., Registry]
+) -> None:
+    publish(model_dir, iris_bundle)  # version 1 exists; the pinned version 2 does not yet
+    registry = make_registry(model_version=2, poll_seconds=1)
+    registry.load_initial()
+    assert registry.current is None
+    with pytest.raises(ModelNotReady, match="version 2"):
+        registry.require()
+    assert registry.poll() is False
+    publish(model_dir, iris_bundle)
+    assert registry.poll() is True
+    assert registry.require().version == 2
+    publish(model_dir, iris_bundle)  # pinned: version 3 is never served
+    registry.poll()
+    assert registry.require().version == 2
