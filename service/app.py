@@ -12,9 +12,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.api import admin, health, predict
+from service.api import admin, health, metrics, predict, tfserving, v2
 from service.errors import Overloaded, ServiceError
 from service.http import JSONBytes
+from service.observability.metrics import RegistryMetrics
+from service.observability.middleware import OverloadMiddleware, RequestMiddleware
+from service.openapi import customize
 from service.registry import Registry
 from service.settings import Settings
 
@@ -55,8 +58,10 @@ def _lifespan(settings: Settings):
         registry = Registry(settings)
         await asyncio.to_thread(registry.load_initial)
         app.state.registry = registry
+        app.state.registry_metrics = exporter = RegistryMetrics(registry)
+        exporter.start()
         watcher = None
-        if settings.poll_seconds > 0 and settings.model_version is None:
+        if settings.poll_seconds > 0:  # a pinned version is loaded once it appears
             watcher = asyncio.create_task(registry.watch())
         try:
             yield {}
@@ -65,6 +70,7 @@ def _lifespan(settings: Settings):
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+            await exporter.stop()
             registry.close()
 
     return lifespan
@@ -81,56 +87,12 @@ def _openapi_for_model(app: FastAPI, base: Any) -> Any:
             return app.openapi_schema  # type: ignore[return-value]
         app.openapi_schema = None
         schema = base()
-        schema.setdefault("components", {}).setdefault("schemas", {})["PredictRequest"] = (
-            _predict_request_schema(model)
-        )
+        customize(schema, model, app.state.settings)
         app.openapi_schema = schema
         app.state.openapi_key = key
         return schema
 
     return openapi
-
-
-def _predict_request_schema(model: Any) -> dict[str, Any]:
-    number = {"type": "number"}
-    if model is None:
-        row: dict[str, Any] = {"type": "array", "items": number, "minItems": 1}
-        record: dict[str, Any] = {
-            "type": "object",
-            "additionalProperties": number,
-            "minProperties": 1,
-        }
-        top_k: dict[str, Any] = {"type": "integer", "minimum": 1}
-    else:
-        width = model.n_features
-        row = {
-            "type": "array",
-            "items": number,
-            "minItems": width,
-            "maxItems": width,
-            "description": "values in feature order: " + ", ".join(model.feature_names),
-        }
-        record = {
-            "type": "object",
-            "properties": {f: number for f in model.feature_names},
-            "required": list(model.feature_names),
-            "additionalProperties": False,
-        }
-        top_k = {"type": "integer", "minimum": 1, "maximum": model.n_classes}
-    return {
-        "type": "object",
-        "required": ["instances"],
-        "additionalProperties": False,
-        "properties": {
-            "instances": {
-                "type": "array",
-                "minItems": 1,
-                "items": {"anyOf": [row, record]},
-                "description": "rows in feature order, or records by feature name (not mixed)",
-            },
-            "top_k": top_k,
-        },
-    }
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -147,9 +109,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    predict.add_route(app)  # first: routes are matched in order, and /predict is the hot one
     app.include_router(health.router)
-    app.include_router(predict.router)
+    app.include_router(metrics.router)
+    app.include_router(v2.router)
+    app.include_router(tfserving.router)
     if settings.admin_token is not None:
         app.include_router(admin.router)
     app.openapi = _openapi_for_model(app, app.openapi)  # type: ignore[method-assign]
+    # The last added runs first: ids, metrics and logs see the overload 503s too.
+    app.add_middleware(
+        OverloadMiddleware,
+        max_concurrency=settings.max_concurrency,
+        timeout_seconds=settings.request_timeout_seconds,
+    )
+    app.add_middleware(RequestMiddleware)
     return app

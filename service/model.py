@@ -6,15 +6,17 @@ import hashlib
 import io
 import json
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 import bundle
-from service import runtimes
+from service import encoder, runtimes
 from service.batching import AdaptiveBatcher
-from service.errors import BundleRejected
+from service.errors import BundleRejected, InvalidInput
+from service.observability import observe_batch, observe_prediction
 
 log = logging.getLogger("service.model")
 
@@ -30,26 +32,19 @@ def _read_verified(directory: Path, name: str, digests: dict[str, str]) -> bytes
 
 
 def _load_encoder(content: bytes, classes: list) -> np.ndarray:
-    """Unpickle the LabelEncoder (its bytes are already verified) and check its classes."""
-    import joblib
-    from sklearn.preprocessing import LabelEncoder
-
+    """Read the LabelEncoder's classes (its bytes are already verified) and check them."""
     try:
-        encoder = joblib.load(io.BytesIO(content))
-    except Exception as exc:  # a corrupt pickle can raise nearly anything
-        raise BundleRejected(
-            f"{bundle.LABEL_ENCODER} cannot be loaded: {type(exc).__name__}"
-        ) from None
-    if not isinstance(encoder, LabelEncoder) or not hasattr(encoder, "classes_"):
-        raise BundleRejected(f"{bundle.LABEL_ENCODER} is not a fitted LabelEncoder")
-    if encoder.classes_.tolist() != classes or [type(c) for c in encoder.classes_.tolist()] != [
+        decoded = encoder.read_classes(content)
+    except encoder.EncoderUnreadable as exc:
+        raise BundleRejected(f"{bundle.LABEL_ENCODER} cannot be loaded: {exc}") from None
+    if decoded.tolist() != classes or [type(c) for c in decoded.tolist()] != [
         type(c) for c in classes
     ]:
         raise BundleRejected(
             f"{bundle.LABEL_ENCODER} classes differ from {bundle.METADATA} classes"
         )
-    # Decode every class index once: per-request inverse_transform costs ~77 us of validation.
-    return encoder.inverse_transform(np.arange(len(classes)))
+    # inverse_transform(i) is classes_[i]: every class index is decoded once, here.
+    return decoded
 
 
 @dataclass(eq=False)
@@ -87,12 +82,35 @@ class LoadedModel:
     async def probabilities(self, x: np.ndarray) -> np.ndarray:
         """Like :meth:`probabilities_sync`; the Keras runtime goes through the adaptive batcher."""
         if self.batcher is not None:
-            return await self.batcher.submit(x)
-        return self.probabilities_sync(x)
+            probabilities = await self.batcher.submit(x)
+        else:
+            probabilities = self.probabilities_sync(x)
+            observe_batch(len(x))
+        probabilities = _require_finite(probabilities)
+        observe_prediction(self, x, probabilities)  # metrics by label and out-of-range feature
+        return probabilities
+
+    def _batch_probabilities(self, x: np.ndarray) -> np.ndarray:
+        """One model call of the adaptive batcher, counted in the batch-size metric."""
+        probabilities = self.probabilities_sync(x)
+        observe_batch(len(x))
+        return probabilities
 
     def close(self) -> None:
         if self.batcher is not None:
             self.batcher.close()
+
+
+def _require_finite(probabilities: np.ndarray) -> np.ndarray:
+    """Refuse an answer with NaN or infinite probabilities (they would be sent as null)."""
+    finite = np.isfinite(probabilities).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise InvalidInput(
+            f"the model's output for row {row} is not finite: its values are too far outside "
+            "the training range"
+        )
+    return probabilities
 
 
 def load_version(
@@ -107,6 +125,9 @@ def load_version(
         version = int(directory.name)
         digests = bundle.verify_manifest(directory, signing_key)
         metadata = bundle.read_metadata(directory)
+        for name, digest in sorted(metadata.model_sha256.items()):
+            if digests.get(name) != digest:
+                raise BundleRejected(f"{name} is not the model {bundle.METADATA} describes")
         missing = [name for name in bundle.REQUIRED_FILES if name not in digests]
         if missing:
             raise BundleRejected(f"{missing[0]} is missing")
@@ -134,6 +155,9 @@ def load_version(
             raise BundleRejected(
                 f"{model_file} cannot be loaded: {type(exc).__name__} {detail}".strip()
             ) from None
+        for other in (bundle.MODEL_KERAS, bundle.MODEL_TFLITE):
+            if other != model_file and other in digests:
+                _check_structure(other, _read_verified(directory, other, digests))
     except bundle.BundleError as exc:
         raise BundleRejected(str(exc)) from None
     except OSError as exc:
@@ -165,9 +189,31 @@ def load_version(
     _smoke_test(loaded, np.array([[f.mean for f in features]], dtype=np.float32))
     if chosen == "keras":
         loaded.batcher = AdaptiveBatcher(
-            loaded.probabilities_sync, max_batch_rows, batch_wait_ms / 1000
+            loaded._batch_probabilities, max_batch_rows, batch_wait_ms / 1000
         )
     return loaded
+
+
+def _check_structure(name: str, content: bytes) -> None:
+    """The model file the runtime does not load must still be whole: a bundle with a corrupt
+    model file is broken even when its manifest was written after the damage."""
+    if name == bundle.MODEL_KERAS:
+        try:
+            with zipfile.ZipFile(io.BytesIO(content)) as archive:
+                damaged = archive.testzip()  # reads every member and checks its CRC
+                if damaged is None and "config.json" not in archive.namelist():
+                    damaged = "config.json (missing)"
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+            raise BundleRejected(f"{name} is not a whole Keras archive") from None
+        if damaged is not None:
+            raise BundleRejected(f"{name} is damaged: {damaged}")
+    elif content[4:8] != b"TFL3":
+        raise BundleRejected(f"{name} is not a TFLite flatbuffer")
+    elif runtimes.litert_available():
+        try:
+            runtimes.load("litert", content, Path(name))
+        except Exception as exc:
+            raise BundleRejected(f"{name} cannot be loaded: {type(exc).__name__}") from None
 
 
 def _smoke_test(model: LoadedModel, x: np.ndarray) -> None:

@@ -60,7 +60,10 @@ class Settings(BaseSettings):
         30.0, gt=0, description="A prediction taking longer than this is answered 503."
     )
     shutdown_timeout_seconds: float = Field(
-        20.0, gt=0, description="On SIGTERM, wait this long for in-flight requests to finish."
+        20.0,
+        gt=0,
+        description="On SIGTERM, finish the requests in flight and exit within this many "
+        "seconds; requests get all but the last second (half of it, below 2 s).",
     )
     artifact_signing_key: SecretStr | None = Field(
         None,

@@ -1,0 +1,267 @@
+"""Prometheus metrics: one set per process, rendered at ``GET /metrics``.
+
+Each uvicorn worker is a process with its own counters. When ``PROMETHEUS_MULTIPROC_DIR`` is set
+before the process starts (``python -m service`` sets it when WORKERS > 1), prometheus-client
+keeps every value in a file there and :func:`render` adds up the files of all workers, so
+whichever worker answers a scrape reports the whole server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
+from prometheus_client.exposition import choose_encoder
+
+if TYPE_CHECKING:
+    from service.model import LoadedModel
+    from service.registry import Registry
+
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# Seconds: sub-millisecond health checks up to requests near the default 30 s timeout.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# Rows per model call: powers of two up to the default MAX_BATCH_ROWS (10,000) and beyond.
+BATCH_BUCKETS = tuple(float(2**i) for i in range(15))
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def multiprocess_mode() -> bool:
+    """True when values live in PROMETHEUS_MULTIPROC_DIR (decided when prometheus-client loads)."""
+    return values.ValueClass is not values.MutexValue
+
+
+class Metrics:
+    """Every series the service exports; children are cached so a request does no label lookup."""
+
+    def __init__(self) -> None:
+        self.multiprocess = multiprocess_mode()
+        self.registry = CollectorRegistry()
+        if not self.multiprocess:
+            from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
+
+            self.registry.register(PROCESS_COLLECTOR)
+            self.registry.register(PLATFORM_COLLECTOR)
+        registry = self.registry
+        http = ["route", "method", "status"]
+        self.requests = Counter(
+            "http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            http,
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "Time from the request's arrival to the end of its answer, by route template, method and status.",
+            http,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "http_predictions_in_flight",
+            "Prediction requests being answered now (MAX_CONCURRENCY caps it per worker).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.predictions_in_flight = 0
+        if not self.multiprocess:  # read at scrape time: nothing to do per request
+            self.in_flight.set_function(lambda: self.predictions_in_flight)
+        self.overload = Counter(
+            "http_overload_rejections",
+            "Prediction requests answered 503: over MAX_CONCURRENCY (concurrency) or "
+            "REQUEST_TIMEOUT_SECONDS (timeout).",
+            ["reason"],
+            registry=registry,
+        )
+        self.predictions = Counter(
+            "model_predictions",
+            "Rows predicted, by predicted label.",
+            ["label"],
+            registry=registry,
+        )
+        self.out_of_range = Counter(
+            "model_out_of_range",
+            "Feature values outside the training range (one per row and feature), by feature.",
+            ["feature"],
+            registry=registry,
+        )
+        self.batch_rows = Histogram(
+            "model_batch_rows",
+            "Rows per model call (the Keras runtime's batcher merges concurrent requests).",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.model_info = Gauge(
+            "model_info",
+            "The served model version: 1 while a worker serves it.",
+            ["model", "version", "runtime"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.reloads = Counter(
+            "model_reloads",
+            "Model versions loaded and swapped in (succeeded, the first load included) or "
+            "refused at verification (rejected).",
+            ["result"],
+            registry=registry,
+        )
+        self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._labels: dict[str, Any] = {}
+        self._features: dict[str, Any] = {}
+
+    # -- per request -------------------------------------------------------------------------
+    def prediction_started(self) -> None:
+        self.predictions_in_flight += 1
+        if self.multiprocess:
+            self.in_flight.inc()
+
+    def prediction_ended(self) -> None:
+        self.predictions_in_flight -= 1
+        if self.multiprocess:
+            self.in_flight.dec()
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        if method not in _METHODS:  # any token is a valid method: keep the series bounded
+            method = "other"
+        key = (route, method, status)
+        children = self._http.get(key)
+        if children is None:
+            labels = (route, method, str(status))
+            children = (self.requests.labels(*labels), self.latency.labels(*labels))
+            self._http[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_predictions(self, model: LoadedModel, x: np.ndarray, probabilities: Any) -> None:
+        """Count rows by predicted label and out-of-range values by feature (numpy, no row loop)."""
+        keys = model.class_keys
+        if len(probabilities) == 1:
+            self._label(keys[int(probabilities[0].argmax())]).inc()
+        elif len(probabilities):
+            counts = np.bincount(probabilities.argmax(axis=1), minlength=len(keys))
+            for i in np.flatnonzero(counts).tolist():
+                self._label(keys[i]).inc(int(counts[i]))
+        outside = (x < model.feature_min) | (x > model.feature_max)
+        if outside.any():
+            names = model.feature_names
+            per_feature = np.count_nonzero(outside, axis=0)
+            for j in np.flatnonzero(per_feature).tolist():
+                self._feature(names[j]).inc(int(per_feature[j]))
+
+    def _label(self, label: str) -> Any:
+        child = self._labels.get(label)
+        if child is None:
+            child = self._labels[label] = self.predictions.labels(label)
+        return child
+
+    def _feature(self, feature: str) -> Any:
+        child = self._features.get(feature)
+        if child is None:
+            child = self._features[feature] = self.out_of_range.labels(feature)
+        return child
+
+    # -- exposition --------------------------------------------------------------------------
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """The exposition text (all workers' sum in multiprocess mode) and its content type."""
+        encoder, content_type = choose_encoder(accept or "")
+        if not self.multiprocess:
+            return encoder(self.registry), content_type
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined)
+        return encoder(combined), content_type
+
+
+_metrics: Metrics | None = None
+
+
+def get_metrics() -> Metrics:
+    """This process's metrics, made on first use."""
+    global _metrics
+    if _metrics is None:
+        _metrics = Metrics()
+    return _metrics
+
+
+def record_batch(rows: int) -> None:
+    """Count one model call of ``rows`` rows."""
+    get_metrics().batch_rows.observe(rows)
+
+
+class RegistryMetrics:
+    """Copies the registry's state (served version, reload counts) into the metrics.
+
+    Read at each scrape; in multiprocess mode every worker also copies its own once a second,
+    since a scrape reaches one worker only.
+    """
+
+    SYNC_SECONDS = 1.0
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.metrics = get_metrics()
+        self._served: tuple[str, str, str] | None = None
+        self._succeeded = 0
+        self._rejected = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def sync(self) -> None:
+        registry, metrics = self.registry, self.metrics
+        model = registry.current
+        served = (
+            (registry.settings.model_name, str(model.version), model.runtime.name)
+            if model is not None
+            else None
+        )
+        if served != self._served:
+            if self._served is not None:
+                self._forget(self._served)
+            if served is not None:
+                metrics.model_info.labels(*served).set(1)
+            self._served = served
+        succeeded, rejected = registry.reloads_succeeded, registry.reloads_rejected
+        if succeeded > self._succeeded:
+            metrics.reloads.labels("succeeded").inc(succeeded - self._succeeded)
+        if rejected > self._rejected:
+            metrics.reloads.labels("rejected").inc(rejected - self._rejected)
+        self._succeeded, self._rejected = succeeded, rejected
+
+    def _forget(self, served: tuple[str, str, str]) -> None:
+        self.metrics.model_info.labels(*served).set(0)
+        # A worker's file keeps the zero: prometheus-client cannot remove multiprocess children.
+        if not self.metrics.multiprocess:
+            with contextlib.suppress(KeyError):
+                self.metrics.model_info.remove(*served)
+
+    def start(self) -> None:
+        self.sync()
+        if self.metrics.multiprocess:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.SYNC_SECONDS)
+            self.sync()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._served is not None:
+            self._forget(self._served)
+            self._served = None
+        if self.metrics.multiprocess:
+            multiprocess.mark_process_dead(os.getpid())
+
+
+def prepare_multiprocess_dir(path: str) -> None:
+    """Create the directory, or empty it of a previous run's files (call before workers start)."""
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            os.remove(os.path.join(path, name))

@@ -1,0 +1,175 @@
+"""Structured logs: one JSON line per request, X-Request-ID in and out, LOG_LEVEL honoured."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from service import Settings, create_app
+from service.observability.logs import JsonFormatter, RequestContext, current_request
+from tests.support import ROOT, ServerProcess
+
+ROW = [5.1, 3.5, 1.4, 0.2]
+ACCESS_FIELDS = {"request_id", "method", "route", "path", "status", "duration_ms", "model_version"}
+GENERATED = re.compile(r"[0-9a-f]{32}")
+
+
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict]:
+    formatter = JsonFormatter()
+    return [
+        json.loads(formatter.format(record))
+        for record in caplog.records
+        if record.name == "service.access"
+    ]
+
+
+def test_client_request_id_is_echoed(client: TestClient) -> None:
+    for given in ("abc-123", "trace:4bf92f3577b34da6.a3ce929d0e0e4736", "x" * 128):
+        response = client.post(
+            "/predict", json={"instances": [ROW]}, headers={"x-request-id": given}
+        )
+        assert response.status_code == 200
+        assert response.headers["x-request-id"] == given
+
+
+@pytest.mark.parametrize(
+    "given",
+    [None, b"", b"x" * 129, b"has space", b"<script>", b"a;b", b'quote"d', "\u00fcml".encode()],
+)
+def test_missing_or_unsafe_request_id_is_replaced(client: TestClient, given: bytes | None) -> None:
+    headers = {} if given is None else {"x-request-id": given}
+    first = client.get("/healthz", headers=headers).headers["x-request-id"]
+    second = client.get("/healthz", headers=headers).headers["x-request-id"]
+    assert GENERATED.fullmatch(first) and GENERATED.fullmatch(second)
+    assert first != second
+
+
+def test_error_answers_carry_the_request_id(client: TestClient) -> None:
+    for response in (
+        client.post("/predict", content=b"{", headers={"content-type": "application/json"}),
+        client.get("/no/such/route"),
+        client.post("/predict", json={"instances": [[1.0]]}, headers={"x-request-id": "bad-1"}),
+    ):
+        assert response.status_code in (400, 404, 422)
+        assert "x-request-id" in response.headers
+    assert response.headers["x-request-id"] == "bad-1"
+
+
+def test_one_json_access_line_per_request(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="service.access")
+    ok = client.post("/predict", json={"instances": [ROW]}, headers={"x-request-id": "req-ok"})
+    bad = client.post("/predict", json={"instances": [[1.0]]}, headers={"x-request-id": "req-bad"})
+    missing = client.get("/nowhere/42")
+    assert (ok.status_code, bad.status_code, missing.status_code) == (200, 422, 404)
+    lines = access_lines(caplog)
+    assert len(lines) == 3
+    for line in lines:
+        assert set(line) >= ACCESS_FIELDS
+        assert line["logger"] == "service.access" and line["level"] == "info"
+        assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
+        assert line["model_version"] == 1
+    first, second, third = lines
+    assert first["request_id"] == "req-ok" and first["status"] == 200
+    assert (first["method"], first["route"], first["path"]) == ("POST", "/predict", "/predict")
+    assert second["request_id"] == "req-bad" and second["status"] == 422
+    assert third["request_id"] == missing.headers["x-request-id"]
+    assert (third["route"], third["path"], third["status"]) == ("unmatched", "/nowhere/42", 404)
+
+
+def test_log_level_warning_drops_access_lines(
+    artifacts_copy: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)  # the root; the service's own level decides
+    settings = Settings(artifacts_dir=artifacts_copy, model_runtime="litert", log_level="warning")
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/predict", json={"instances": [ROW]}).status_code == 200
+    assert not [r for r in caplog.records if r.name.startswith("service")]
+
+
+def test_other_log_lines_name_the_request() -> None:
+    formatter = JsonFormatter()
+    record = logging.LogRecord(
+        "service.registry", logging.WARNING, __file__, 1, "odd %s", ("x",), None
+    )
+    token = current_request.set(RequestContext("req-7"))
+    try:
+        inside = json.loads(formatter.format(record))
+    finally:
+        current_request.reset(token)
+    assert inside["request_id"] == "req-7" and inside["message"] == "odd x"
+    assert "request_id" not in json.loads(formatter.format(record))
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failed = logging.LogRecord(
+            "service", logging.ERROR, __file__, 1, "failed", (), sys.exc_info()
+        )
+    document = json.loads(formatter.format(failed))
+    assert document["level"] == "error" and "ValueError: boom" in document["exception"]
+
+
+# -- against a real server process -------------------------------------------------------------
+class _Server(ServerProcess):
+    """``python -m service`` with stdout (the logs) and stderr (native libraries) apart."""
+
+    def __init__(self, artifacts: Path, directory: Path, **env: object) -> None:
+        super().__init__(artifacts, log_path=directory / "stdout.log", **env)
+        self.stderr_path = directory / "stderr.log"
+
+    def start(self, wait: str | None = "/healthz", timeout: float = 60.0) -> _Server:
+        with open(self.log_path, "wb") as out, open(self.stderr_path, "wb") as err:  # type: ignore[arg-type]
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "service"], cwd=ROOT, env=self.env, stdout=out, stderr=err
+            )
+        if wait:
+            self.wait_for(wait, timeout)
+        return self
+
+
+@pytest.mark.slow
+def test_server_writes_json_lines(artifacts_copy: Path, tmp_path: Path) -> None:
+    server = _Server(artifacts_copy, tmp_path, model_runtime="litert", log_level="info")
+    with server:
+        server.wait_for("/readyz")
+        with httpx.Client(base_url=server.url) as client:
+            for i in range(5):
+                response = client.post(
+                    "/predict",
+                    json={"instances": [ROW] * (i + 1)},
+                    headers={"x-request-id": f"r-{i}"},
+                )
+                assert response.headers["x-request-id"] == f"r-{i}"
+            assert client.get("/healthz").status_code == 200
+    assert server.process is not None and server.process.returncode == 0
+    assert server.log_path is not None
+    text = server.log_path.read_text()
+    documents = [json.loads(line) for line in text.splitlines()]  # every line is JSON
+    assert {"time", "level", "logger", "message"} <= set(documents[0])
+    loggers = {d["logger"] for d in documents}
+    assert {"uvicorn.error", "service.registry", "service.access"} <= loggers
+    access = {d["request_id"]: d for d in documents if d["logger"] == "service.access"}
+    for i in range(5):
+        line = access[f"r-{i}"]
+        assert set(line) >= ACCESS_FIELDS
+        assert (line["route"], line["status"], line["model_version"]) == ("/predict", 200, 1)
+    print(f"\n{len(documents)} log lines, all JSON; e.g. {json.dumps(access['r-0'])}")
+
+
+@pytest.mark.slow
+def test_server_log_level_warning(artifacts_copy: Path, tmp_path: Path) -> None:
+    server = _Server(artifacts_copy, tmp_path, model_runtime="litert", log_level="warning")
+    with server:
+        server.wait_for("/readyz")
+        assert httpx.post(server.url + "/predict", json={"instances": [ROW]}).status_code == 200
+    assert server.log_path is not None
+    assert server.log_path.read_text() == ""  # no access lines, no uvicorn info lines
