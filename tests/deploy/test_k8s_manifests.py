@@ -1,0 +1,232 @@
+"""deploy/k8s: every manifest validates strictly against Kubernetes 1.29, and the properties the
+deployment relies on hold (probes, security, graceful shutdown, the shared read-only model store).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from service.settings import Settings
+from tests.support import ROOT
+
+K8S = ROOT / "deploy" / "k8s"
+KUBERNETES_VERSION = "1.29.0"
+
+
+def kubernetes_validate(*files: Path) -> subprocess.CompletedProcess[str]:
+    tool = Path(sys.executable).with_name("kubernetes-validate")
+    command = str(tool) if tool.exists() else shutil.which("kubernetes-validate")
+    assert command, "kubernetes-validate is not installed (it is in the dev extra)"
+    return subprocess.run(
+        [command, "--strict", "-k", KUBERNETES_VERSION, *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def kustomization() -> dict[str, Any]:
+    (doc,) = load(K8S / "kustomization.yaml")
+    return doc
+
+
+def resources() -> dict[str, dict[str, Any]]:
+    """The kustomize base's resources by kind (one of each kind here)."""
+    found: dict[str, dict[str, Any]] = {}
+    for name in kustomization()["resources"]:
+        for doc in load(K8S / name):
+            assert doc["kind"] not in found, f"two {doc['kind']} resources"
+            found[doc["kind"]] = doc
+    return found
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container.get("env", [])}
+
+
+def only_container(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    (container,) = pod_spec["containers"]
+    return container
+
+
+def mount_at(container: dict[str, Any], pod_spec: dict[str, Any], path: str) -> tuple[dict, dict]:
+    """The volumeMount at ``path`` and the pod volume it refers to."""
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == path]
+    (volume,) = [v for v in pod_spec["volumes"] if v["name"] == mount["name"]]
+    return mount, volume
+
+
+@pytest.fixture(scope="module")
+def base() -> dict[str, dict[str, Any]]:
+    return resources()
+
+
+def test_kustomization_lists_every_core_manifest() -> None:
+    listed = set(kustomization()["resources"])
+    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == on_disk
+    assert {doc["kind"] for doc in resources().values()} == {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "PersistentVolumeClaim",
+        "Job",
+    }
+
+
+def test_every_manifest_validates_strictly() -> None:
+    files = [K8S / name for name in kustomization()["resources"]]
+    result = kubernetes_validate(*files)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("passed") == len(files), result.stdout + result.stderr
+
+
+def test_strict_validation_rejects_a_misspelt_field(tmp_path: Path) -> None:
+    text = (K8S / "deployment.yaml").read_text().replace("readinessProbe:", "readynessProbe:")
+    (tmp_path / "deployment.yaml").write_text(text)
+    assert kubernetes_validate(tmp_path / "deployment.yaml").returncode != 0
+
+
+def test_kserve_example_is_an_inference_service_whose_pod_parts_validate(tmp_path: Path) -> None:
+    # No schema for the KServe CRD here: validate its PodSpec parts as a core Pod instead.
+    (isvc,) = load(K8S / "kserve" / "inferenceservice.yaml")
+    assert (isvc["apiVersion"], isvc["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
+    predictor = isvc["spec"]["predictor"]
+    container = only_container(predictor)
+    assert container["name"] == "kserve-container"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert mount_at(container, predictor, "/tmp")[1]["emptyDir"] is not None
+    pod_fields = ("containers", "volumes", "securityContext")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "kserve-predictor"},
+        "spec": {key: predictor[key] for key in pod_fields},
+    }
+    (tmp_path / "pod.yaml").write_text(yaml.safe_dump(pod))
+    result = kubernetes_validate(tmp_path / "pod.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert set(env_of(container)) <= env_names()
+
+
+def env_names() -> set[str]:
+    return {name.upper() for name in Settings.model_fields}
+
+
+def test_deployment_probes_resources_and_replicas(base: dict[str, dict[str, Any]]) -> None:
+    deployment = base["Deployment"]
+    assert deployment["spec"]["replicas"] == 2
+    container = only_container(deployment["spec"]["template"]["spec"])
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    port_names = {port["name"] for port in container["ports"]}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["port"] in port_names
+    for kind in ("requests", "limits"):
+        assert set(container["resources"][kind]) == {"cpu", "memory"}
+
+
+def test_deployment_env_names_are_service_settings(base: dict[str, dict[str, Any]]) -> None:
+    container = only_container(base["Deployment"]["spec"]["template"]["spec"])
+    unknown = set(env_of(container)) - env_names()
+    assert not unknown, f"not settings of the service: {unknown}"
+    Settings(**{k.lower(): v for k, v in env_of(container).items()})  # values parse
+
+
+def test_pods_run_locked_down(base: dict[str, dict[str, Any]]) -> None:
+    for kind in ("Deployment", "Job"):
+        pod = base[kind]["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["automountServiceAccountToken"] is False
+        container = only_container(pod)
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True, kind
+        assert security["allowPrivilegeEscalation"] is False, kind
+        assert security["capabilities"]["drop"] == ["ALL"], kind
+        # The root filesystem is read-only: temporary files go to an emptyDir at /tmp.
+        assert "emptyDir" in mount_at(container, pod, "/tmp")[1], kind
+
+
+def test_pod_user_matches_the_image_user(base: dict[str, dict[str, Any]]) -> None:
+    users = re.findall(r"^USER (\d+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert users and set(users) == {"10001"}
+    for kind in ("Deployment", "Job"):
+        assert base[kind]["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
+
+
+def test_grace_period_outlasts_prestop_and_server_shutdown(base: dict[str, dict[str, Any]]) -> None:
+    pod = base["Deployment"]["spec"]["template"]["spec"]
+    container = only_container(pod)
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    pause = float(command[1])
+    env = env_of(container)
+    shutdown = float(
+        env.get(
+            "SHUTDOWN_TIMEOUT_SECONDS", Settings.model_fields["shutdown_timeout_seconds"].default
+        )
+    )
+    assert pod["terminationGracePeriodSeconds"] > pause + shutdown
+
+
+def test_serving_pods_read_the_shared_volume_and_poll_it(base: dict[str, dict[str, Any]]) -> None:
+    claim = base["PersistentVolumeClaim"]["metadata"]["name"]
+    pod = base["Deployment"]["spec"]["template"]["spec"]
+    container = only_container(pod)
+    env = env_of(container)
+    mount, volume = mount_at(container, pod, env["ARTIFACTS_DIR"])
+    assert mount["readOnly"] is True
+    assert volume["persistentVolumeClaim"] == {"claimName": claim, "readOnly": True}
+    assert float(env["POLL_SECONDS"]) > 0
+    assert "MODEL_VERSION" not in env  # a pinned version would never hot-reload
+
+
+def test_retraining_job_publishes_to_the_same_volume(base: dict[str, dict[str, Any]]) -> None:
+    claim = base["PersistentVolumeClaim"]["metadata"]["name"]
+    serving = only_container(base["Deployment"]["spec"]["template"]["spec"])
+    pod = base["Job"]["spec"]["template"]["spec"]
+    job = only_container(pod)
+    assert job["image"].startswith("keras-serve-train")
+    assert job["args"][:3] == ["python", "-m", "training"]
+    artifacts = env_of(job)["ARTIFACTS_DIR"]
+    assert artifacts == env_of(serving)["ARTIFACTS_DIR"]
+    mount, volume = mount_at(job, pod, artifacts)
+    assert not mount.get("readOnly", False)
+    assert volume["persistentVolumeClaim"]["claimName"] == claim
+    assert pod["restartPolicy"] == "Never"
+
+
+def test_service_hpa_and_pdb_target_the_serving_pods(base: dict[str, dict[str, Any]]) -> None:
+    deployment = base["Deployment"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    service = base["Service"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    container = only_container(deployment["spec"]["template"]["spec"])
+    assert service["spec"]["ports"][0]["targetPort"] in {p["name"] for p in container["ports"]}
+    hpa = base["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
+    assert hpa["minReplicas"] >= 2 and hpa["maxReplicas"] > hpa["minReplicas"]
+    pdb = base["PodDisruptionBudget"]["spec"]
+    assert pdb["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["minAvailable"] < hpa["minReplicas"]  # a node drain can always proceed
