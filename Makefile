@@ -41,5 +41,16 @@ format: install
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
+## Load benchmark (bench/RESULTS.md): trains the Iris bundle if missing, installs wrk if it can.
+bench: install
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& apt-get install -y -qq wrk >/dev/null 2>&1; } || echo "wrk not installed: the benchmark uses its slower asyncio client"
+	$(PY) -m bench
+
+## Hostile input, schemathesis, fuzzing, broken bundles, overload, shutdown and pip-audit, with
+## figures (bounded: under 10 minutes). HARDEN_SEED=N replays a run.
+harden: install
+	$(PY) -m tests.hardening.harden
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

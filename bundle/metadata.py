@@ -44,6 +44,11 @@ class Metadata(BaseModel):
     output_units: int = Field(ge=1)
     metrics: dict[str, float] = {}
     litert_max_abs_diff: float | None = None
+    model_sha256: dict[str, str] = Field(
+        {},
+        description="sha256 of model.keras and model.tflite: the metadata names the exact models "
+        "it describes, so a model file swapped under a rewritten manifest is still refused",
+    )
     library_versions: dict[str, str] = {}
     data_sha256: str
     training: dict[str, int | float | str | None] = {}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import importlib
 import logging
 import os
 import shutil
@@ -67,9 +70,37 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     os._exit(0)
 
 
+def runtime_modules(settings: Settings) -> list[str]:
+    """The modules the model runtime will import (TensorFlow's logs are set before keras)."""
+    from service import runtimes
+
+    if settings.model_runtime == "keras" or not runtimes.litert_available():
+        return ["service.runtimes.keras", "keras"]
+    return ["service.runtimes.litert"]
+
+
+def freeze_imports(modules: list[str], workers: int = 1) -> None:
+    """Import what the worker will run, then exempt those objects from garbage collection.
+
+    The imports leave ~70,000 long-lived objects (420,000 with TensorFlow) that every full
+    collection walks: a 50 ms pause (300 ms with TensorFlow) every few thousand requests, ~5 us
+    a request on average. Module objects are never garbage, so freezing them is safe; the model
+    is loaded later and stays collectable. With several workers, each imports afresh: nothing
+    to do in the supervisor.
+    """
+    if workers != 1:
+        return
+    for module in modules:
+        with contextlib.suppress(ImportError):  # a missing runtime is reported at model load
+            importlib.import_module(module)
+    gc.collect()
+    gc.freeze()
+
+
 def main() -> int:
     settings = Settings()
     made = _metrics_dir(settings)
+    freeze_imports(["service.app", *runtime_modules(settings)], settings.workers)
     signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         uvicorn.run("service.app:create_app", factory=True, **server_options(settings))

@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from pydantic import SecretStr
+from starlette.requests import ClientDisconnect
 
 from service.errors import MalformedBody, PayloadTooLarge, Unauthorized, UnsupportedMediaType
+
+
+class PlainRoute(APIRoute):
+    """A route whose endpoint takes the ``Request`` and returns a ``Response``, called directly.
+
+    FastAPI's extension point for custom route classes. Such an endpoint has nothing for
+    FastAPI to inject or validate, yet its request handler still solves the (empty)
+    dependencies and parses cookies and query string: ~20 us a request, a tenth of what the
+    HTTP stack costs. The route keeps its OpenAPI description; exception handlers still apply.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        return self.endpoint
 
 
 class JSONBytes(Response):
@@ -30,14 +46,21 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise MalformedBody("Content-Length is not a number")
         if int(declared) > limit:
             raise PayloadTooLarge(f"body of {declared} bytes exceeds MAX_BODY_BYTES={limit}")
+    # ASGI messages read directly: Starlette's request.stream() is an async generator that
+    # costs several microseconds more for the one-message body of a small request.
     chunks = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await request.receive()
+        if message["type"] != "http.request":  # http.disconnect: the client went away
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"body exceeds MAX_BODY_BYTES={limit}")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def content_kind(request: Request, allowed: tuple[str, ...] = ("json", "csv")) -> str:

@@ -1,14 +1,24 @@
-"""Probabilities to answers: decoded labels, per-class probabilities, range warnings, CSV."""
+"""Probabilities to answers: decoded labels, per-class probabilities, range warnings, CSV.
+
+Fast on both ends: a few rows are handled with plain Python (each numpy call costs about a
+microsecond, more than the work on one row), many rows with numpy and C-level string building.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import re
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
+import orjson
 
 from service.model import LoadedModel
+
+# Up to this many rows, plain Python beats numpy's per-call overhead.
+SMALL = 8
 
 
 def argmax_labels(model: LoadedModel, probabilities: np.ndarray) -> list[Any]:
@@ -17,20 +27,40 @@ def argmax_labels(model: LoadedModel, probabilities: np.ndarray) -> list[Any]:
     return [labels[i] for i in probabilities.argmax(axis=1).tolist()]
 
 
+def _warning(name: str, value: float, low: float, high: float) -> str:
+    side = "below" if value < low else "above"
+    return f"{name}={value:.6g} is {side} the training range [{low:.6g}, {high:.6g}]"
+
+
 def range_warnings(model: LoadedModel, x: np.ndarray) -> list[list[str]]:
     """For each row, a message per feature outside the training range (mostly empty lists)."""
-    low = x < model.feature_min
-    high = x > model.feature_max
-    out: list[list[str]] = [[] for _ in range(len(x))]
-    rows, cols = np.nonzero(low | high)
+    if len(x) > SMALL:
+        out: list[list[str]] = [[] for _ in range(len(x))]
+        for i, messages in _outside_rows(model, x).items():
+            out[i] = messages
+        return out
+    names = model.feature_names
+    # float32 values as Python floats: comparisons and formatting give what numpy's would.
+    lows, highs = model.feature_min.tolist(), model.feature_max.tolist()
+    return [
+        [
+            _warning(names[j], value, lows[j], highs[j])
+            for j, value in enumerate(row)
+            if value < lows[j] or value > highs[j]
+        ]
+        for row in x.tolist()
+    ]
+
+
+def _outside_rows(model: LoadedModel, x: np.ndarray) -> dict[int, list[str]]:
+    """The warnings of the rows with features outside the training range, by row (numpy)."""
+    rows, cols = np.nonzero((x < model.feature_min) | (x > model.feature_max))
+    out: dict[int, list[str]] = {}
     if len(rows):
         names = model.feature_names
-        for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
-            side = "below" if low[i, j] else "above"
-            out[i].append(
-                f"{names[j]}={float(x[i, j]):.6g} is {side} the training range "
-                f"[{float(model.feature_min[j]):.6g}, {float(model.feature_max[j]):.6g}]"
-            )
+        lows, highs = model.feature_min.tolist(), model.feature_max.tolist()
+        for i, j, value in zip(rows.tolist(), cols.tolist(), x[rows, cols].tolist(), strict=True):
+            out.setdefault(i, []).append(_warning(names[j], value, lows[j], highs[j]))
     return out
 
 
@@ -50,9 +80,13 @@ def predictions(
 ) -> list[dict[str, Any]]:
     """One ``{"label", "probabilities", "warnings"}`` object per row (plus ``top_k`` if asked)."""
     keys = model.class_keys
-    labels = argmax_labels(model, probabilities)
-    warnings = range_warnings(model, x)
     rows = probabilities.tolist()
+    if len(rows) <= SMALL:  # first maximum, as numpy's argmax (probabilities are finite)
+        decoded = model.labels
+        labels = [decoded[row.index(max(row))] for row in rows]
+    else:
+        labels = argmax_labels(model, probabilities)
+    warnings = range_warnings(model, x)
     result = [
         {"label": label, "probabilities": dict(zip(keys, row, strict=True)), "warnings": warn}
         for label, row, warn in zip(labels, rows, warnings, strict=True)
@@ -65,15 +99,103 @@ def predictions(
     return result
 
 
+def answer_json(
+    model: LoadedModel, x: np.ndarray, probabilities: np.ndarray, top_k: int | None = None
+) -> bytes:
+    """The ``/predict`` JSON answer, exactly as ``orjson.dumps`` writes it from
+    ``{"model", "version", "predictions": predictions(...)}``.
+
+    Many rows are written column by column instead: orjson formats each column of numbers at
+    once, and the objects around them are joined from constant pieces by C-level iteration,
+    with no Python code and no dict per row (5x faster for 10,000 rows).
+    """
+    head = {"model": model.name, "version": model.version}
+    if len(x) <= SMALL or top_k is not None:
+        return orjson.dumps({**head, "predictions": predictions(model, x, probabilities, top_k)})
+    labels = [orjson.dumps(label).decode() for label in model.labels]
+    columns: list[list[str]] = [[labels[i] for i in probabilities.argmax(axis=1).tolist()]]
+    for j in range(probabilities.shape[1]):
+        columns.append(orjson.dumps(probabilities[:, j].tolist()).decode()[1:-1].split(","))
+    warnings = ["[]"] * len(x)
+    for i, messages in _outside_rows(model, x).items():
+        warnings[i] = orjson.dumps(messages).decode()
+    columns.append(warnings)
+    keys = [orjson.dumps(key).decode() for key in model.class_keys]
+    # Each row: ,{"label":L,"probabilities":{"a":1.0,"b":0.0},"warnings":[]} from the text
+    # before each column, the columns, and the closing brace.
+    before = [',{"label":', ',"probabilities":{' + keys[0] + ":"]
+    before += [f",{key}:" for key in keys[1:]]
+    before.append('},"warnings":')
+    iterables: list[Any] = []
+    for text, column in zip(before, columns, strict=True):
+        iterables += [repeat(text), column]
+    iterables[0] = chain(['{"label":'], iterables[0])  # no comma before the first row
+    iterables.append(repeat("}"))
+    start = orjson.dumps(head).decode()[:-1] + ',"predictions":['
+    # zip stops at the end of the columns (the repeats are endless).
+    rows = chain.from_iterable(zip(*iterables, strict=False))
+    return "".join(chain([start], rows, ["]}"])).encode()
+
+
+# -- CSV --------------------------------------------------------------------------------------
+# The CSV answer writes floats as csv.writer does, with repr(). orjson writes the same shortest
+# digits several times faster, but spells two things differently: one-digit negative exponents
+# (1e-7 against repr's 1e-07) and values in [1e-5, 1e-4) (0.00001 against 1e-05): fixed below.
+_FIVE_ZEROS = re.compile(r"0\.0000(\d+)")  # a literal prefix: scanned fast, unlike a lookbehind
+
+
+def _five_zeros(match: re.Match[str]) -> str:
+    start = match.start()
+    if start and match.string[start - 1] not in "[,-":  # inside a number such as 10.00001
+        return match[0]
+    digits = match[1]
+    return f"{digits[0]}.{digits[1:]}e-05" if len(digits) > 1 else f"{digits}e-05"
+
+
+def float_rows_text(probabilities: np.ndarray) -> list[str] | None:
+    """Each row's values as ``repr(v)`` joined by commas; None if one is not finite."""
+    text = orjson.dumps(probabilities.tolist()).decode()
+    if "null" in text:  # orjson writes NaN and infinity as null; repr would not
+        return None
+    if "e-" in text:  # after each "e-" come the exponent's digits; one digit gets a 0
+        parts = text.split("e-")
+        parts[1:] = [p if p[1:2].isdigit() else "0" + p for p in parts[1:]]
+        text = "e-".join(parts)
+    if "0.0000" in text:
+        text = _FIVE_ZEROS.sub(_five_zeros, text)
+    return text[2:-2].split("],[")
+
+
+def csv_cell(value: Any) -> str:
+    """``value`` as csv.writer writes it inside a row (quoted when it must be)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow([value, "x"])  # never a lone empty field
+    return buffer.getvalue()[: -len(",x\n")]
+
+
 def predictions_csv(model: LoadedModel, x: np.ndarray, probabilities: np.ndarray) -> str:
     """CSV answer: ``label``, one ``prob_<class>`` column per class, then ``warnings``."""
-    labels = argmax_labels(model, probabilities)
-    warnings = out_of_range_features(model, x)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["label", *(f"prob_{k}" for k in model.class_keys), "warnings"])
-    writer.writerows(
-        [label, *row, ";".join(warn)]
-        for label, row, warn in zip(labels, probabilities.tolist(), warnings, strict=True)
-    )
-    return buffer.getvalue()
+    numbers = float_rows_text(probabilities)
+    if numbers is None:  # not reached (probabilities are checked finite); exact and slow
+        writer.writerows(
+            [label, *row, ";".join(warn)]
+            for label, row, warn in zip(
+                argmax_labels(model, probabilities),
+                probabilities.tolist(),
+                out_of_range_features(model, x),
+                strict=True,
+            )
+        )
+        return buffer.getvalue()
+    cells = [csv_cell(label) for label in model.labels]
+    labels = [cells[i] for i in probabilities.argmax(axis=1).tolist()]
+    warnings = [""] * len(x)
+    outside = (x < model.feature_min) | (x > model.feature_max)
+    names = model.feature_names
+    for i in np.flatnonzero(outside.any(axis=1)).tolist():
+        warnings[i] = csv_cell(";".join(names[j] for j in np.flatnonzero(outside[i]).tolist()))
+    lines = map(",".join, zip(labels, numbers, warnings, strict=True))
+    return buffer.getvalue() + "\n".join(lines) + "\n"

@@ -41,9 +41,17 @@ class ServerProcess:
     def start(self, wait: str | None = "/healthz", timeout: float = 60.0) -> ServerProcess:
         """Start and wait until ``wait`` answers (any status for /healthz, 200 otherwise)."""
         out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "service"], cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
-        )
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "service"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        finally:
+            if self.log_path:
+                out.close()  # the child holds its own descriptor
         if wait:
             self.wait_for(wait, timeout)
         return self
@@ -62,7 +70,9 @@ class ServerProcess:
             except httpx.HTTPError as exc:
                 last = exc
             time.sleep(0.05)
-        raise TimeoutError(f"{path} did not answer {status} within {timeout}s ({last}): {self.log()}")
+        raise TimeoutError(
+            f"{path} did not answer {status} within {timeout}s ({last}): {self.log()}"
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path else ""

@@ -128,6 +128,10 @@ def run(options: Options) -> Path:
             output_units=head.units,
             metrics={"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]},
             litert_max_abs_diff=max_diff,
+            model_sha256={
+                name: bundle.sha256_file(staging / name)
+                for name in (bundle.MODEL_KERAS, bundle.MODEL_TFLITE)
+            },
             library_versions=_library_versions(),
             data_sha256=dataset.sha256,
             training={

@@ -17,6 +17,15 @@ def settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def require_api_key(request: Request) -> None:
+def check_api_key(request: Request) -> None:
     """Prediction routes need ``Authorization: Bearer $API_KEY`` when API_KEY is set."""
     check_bearer(request, request.app.state.settings.api_key, "this prediction route (API_KEY)")
+
+
+async def require_api_key(request: Request) -> None:
+    """:func:`check_api_key` as a dependency.
+
+    ``async`` on purpose: FastAPI runs a plain ``def`` dependency on its thread pool, a thread
+    hop that cost more than the rest of a single-row prediction.
+    """
+    check_api_key(request)

@@ -283,7 +283,7 @@ PREDICT_BODY: dict[str, Any] = {
     "required": True,
     "content": {
         "application/json": {
-            "schema": {"type": "object"},
+            "schema": {"$ref": "#/components/schemas/TFPredictRequest"},
             "examples": {
                 "rows": {"value": {"instances": [[5.1, 3.5, 1.4, 0.2]]}},
                 "columnar": {"value": {"inputs": {INPUT_NAME: [[5.1, 3.5, 1.4, 0.2]]}}},
@@ -295,7 +295,7 @@ CLASSIFY_BODY: dict[str, Any] = {
     "required": True,
     "content": {
         "application/json": {
-            "schema": {"type": "object", "required": ["examples"]},
+            "schema": {"$ref": "#/components/schemas/TFClassifyRequest"},
             "example": {
                 "examples": [
                     {
@@ -379,7 +379,8 @@ async def version_classify(request: Request, name: str, version: str) -> Respons
     return await _run(request, name, version, "classify")
 
 
-@router.post("/{name}:regress", summary="Regress (not supported: a classifier)", **_POST)
+# Not in the OpenAPI document: it only tells a TF Serving client that this model classifies.
+@router.post("/{name}:regress", include_in_schema=False, **_POST)
 async def regress(request: Request, name: str) -> Response:
     check_name(request, name)
     raise InvalidInput("this model is a classifier: use :classify or :predict", 400)

@@ -261,7 +261,10 @@ def _requested_outputs(value: Any, binary_default: bool) -> list[tuple[str, bool
                 f"unknown output {shown} in {where}.name; the model has 'probabilities' and 'label'"
             )
         params = _parameters(item.get("parameters"), f"{where}.parameters")
-        if params.get("classification", 0) not in (0, None):
+        classification = params.get("classification")  # false == 0 in Python: check the type
+        if classification is not None and not (
+            type(classification) in (int, float) and classification == 0
+        ):
             raise InvalidInput(
                 "the classification extension is not supported; request 'probabilities' and 'label'"
             )
@@ -428,7 +431,7 @@ INFER_BODY: dict[str, Any] = {
     "required": True,
     "content": {
         "application/json": {
-            "schema": {"type": "object", "required": ["inputs"]},
+            "schema": {"$ref": "#/components/schemas/V2InferRequest"},
             "example": {
                 "id": "42",
                 "inputs": [
@@ -442,6 +445,15 @@ INFER_BODY: dict[str, Any] = {
                 "outputs": [{"name": "label"}, {"name": "probabilities"}],
             },
         }
+    },
+}
+
+# With binary_data_output (or an output's binary_data) the answer is a JSON header, then bytes.
+INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    200: {
+        "description": "the inference response (binary outputs follow the JSON header)",
+        "content": {"application/octet-stream": {}},
     },
 }
 
@@ -470,7 +482,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
 
 @router.post(
     "/models/{name}/infer",
-    responses=ERROR_RESPONSES,
+    responses=INFER_RESPONSES,
     openapi_extra={"requestBody": INFER_BODY},
     dependencies=[Depends(require_api_key)],
     summary="Inference: probabilities and decoded labels",
@@ -483,7 +495,7 @@ async def infer(request: Request, name: str) -> Response:
 
 @router.post(
     "/models/{name}/versions/{version}/infer",
-    responses=ERROR_RESPONSES,
+    responses=INFER_RESPONSES,
     openapi_extra={"requestBody": INFER_BODY},
     dependencies=[Depends(require_api_key)],
     summary="Inference on a loaded version",

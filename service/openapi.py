@@ -1,0 +1,272 @@
+"""The model-specific parts of the OpenAPI document: request schemas that name the served
+model's features, and the bearer token on the routes that need one.
+
+The schemas say exactly what the parsers in ``service.inputs`` and the protocol routes accept,
+so that a client (or schemathesis) generating from them gets a 2xx, and anything outside them a
+4xx. Where JSON Schema cannot say it (a V2 tensor's shape matching its data, TF Serving's
+per-feature columns), the schema documents the common forms and the description the rest.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from service.inputs import MAX_ABS_VALUE
+from service.settings import Settings
+
+# V2 batches the schema spells out; larger ones work the same way (see the description).
+V2_SCHEMA_ROWS = 3
+_TF_SIGNATURES = ["", "serving_default"]
+
+
+def customize(schema: dict[str, Any], model: Any, settings: Settings) -> None:
+    """Add the request schemas for ``model`` (None: not ready) and the security requirements."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    max_rows = settings.max_batch_rows
+    components["PredictRequest"] = predict_request(model, max_rows)
+    components["PredictCSV"] = predict_csv(model, max_rows)
+    components["TFPredictRequest"] = tf_predict_request(model)
+    components["TFClassifyRequest"] = tf_classify_request(model)
+    components["V2InferRequest"] = v2_infer_request(model)
+    document_security(schema, settings)
+
+
+def document_security(schema: dict[str, Any], settings: Settings) -> None:
+    """Name the bearer token where one is needed: /admin (ADMIN_TOKEN), and with API_KEY set the
+    prediction operations, which are those that document a 401 answer."""
+    secured = False
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            guarded = path.startswith("/admin") or (
+                settings.api_key is not None and "401" in operation.get("responses", {})
+            )
+            if guarded:
+                operation["security"] = [{"bearer": []}]
+                secured = True
+    if secured:
+        schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "API_KEY for the prediction routes (when set); ADMIN_TOKEN for /admin",
+        }
+
+
+# -- the pieces -------------------------------------------------------------------------------
+def _number() -> dict[str, Any]:
+    return {"type": "number", "minimum": -MAX_ABS_VALUE, "maximum": MAX_ABS_VALUE}
+
+
+def _row(model: Any) -> dict[str, Any]:
+    if model is None:
+        return {"type": "array", "items": _number(), "minItems": 1}
+    width = model.n_features
+    return {
+        "type": "array",
+        "items": _number(),
+        "minItems": width,
+        "maxItems": width,
+        "description": "values in feature order: " + ", ".join(model.feature_names),
+    }
+
+
+def _record(model: Any, value: dict[str, Any] | None = None) -> dict[str, Any]:
+    value = value or _number()
+    if model is None:
+        return {"type": "object", "additionalProperties": value, "minProperties": 1}
+    return {
+        "type": "object",
+        "properties": {f: value for f in model.feature_names},
+        "required": list(model.feature_names),
+        "additionalProperties": False,
+    }
+
+
+def _rows_or_records(model: Any) -> dict[str, Any]:
+    """Every instance a row or every instance a record: the service refuses a mix."""
+    return {
+        "anyOf": [
+            {"type": "array", "minItems": 1, "items": _row(model)},
+            {"type": "array", "minItems": 1, "items": _record(model)},
+        ]
+    }
+
+
+# -- POST /predict ----------------------------------------------------------------------------
+def predict_request(model: Any, max_rows: int) -> dict[str, Any]:
+    top_k: dict[str, Any] = {"type": "integer", "minimum": 1}
+    if model is not None:
+        top_k["maximum"] = model.n_classes
+    return {
+        "type": "object",
+        "required": ["instances"],
+        "additionalProperties": False,
+        "properties": {
+            # MAX_BATCH_ROWS is a server limit answered with 413, not a schema violation (422).
+            "instances": {
+                **_rows_or_records(model),
+                "description": "rows in feature order, or records by feature name (not mixed); "
+                f"at most {max_rows} (MAX_BATCH_ROWS, 413 beyond)",
+            },
+            "top_k": {
+                "anyOf": [top_k, {"type": "null"}],
+                "description": "also list the k most probable classes; null or absent: none",
+            },
+        },
+    }
+
+
+def predict_csv(model: Any, max_rows: int) -> dict[str, Any]:
+    """A header naming every feature, then rows of numbers (the header may list any order)."""
+    schema: dict[str, Any] = {
+        "type": "string",
+        "description": "a header row naming every feature once (any order), then at most "
+        f"{max_rows} data rows (MAX_BATCH_ROWS, 413 beyond)",
+    }
+    if model is not None:
+        number = r"-?[0-9]{1,3}(\.[0-9]{1,6})?"
+        row = ",".join([number] * model.n_features)
+        header = ",".join(re.escape(f) for f in model.feature_names)
+        schema["pattern"] = rf"^{header}(\r?\n{row})+\r?\n?$"
+    return schema
+
+
+# -- TensorFlow Serving -----------------------------------------------------------------------
+def _exactly_one_of(a: str, b: str) -> list[dict[str, Any]]:
+    return [
+        {"required": [a], "not": {"required": [b]}},
+        {"required": [b], "not": {"required": [a]}},
+    ]
+
+
+def tf_predict_request(model: Any) -> dict[str, Any]:
+    tensor = {"type": "object", "required": ["features"], "additionalProperties": False}
+    tensor["properties"] = {"features": _row(model)}
+    return {
+        "type": "object",
+        "description": "row format (instances) or columnar format (inputs), not both. inputs "
+        "may also give one column per feature name, each with a value per row.",
+        "properties": {
+            "signature_name": {"enum": [*_TF_SIGNATURES, None]},
+            "instances": {
+                "anyOf": [
+                    *_rows_or_records(model)["anyOf"],
+                    {"type": "array", "minItems": 1, "items": tensor},
+                ]
+            },
+            "inputs": {
+                "anyOf": [
+                    *_rows_or_records(model)["anyOf"],
+                    {
+                        "type": "object",
+                        "required": ["features"],
+                        "additionalProperties": False,
+                        "properties": {"features": _rows_or_records(model)},
+                    },
+                ]
+            },
+        },
+        "oneOf": _exactly_one_of("instances", "inputs"),
+    }
+
+
+def tf_classify_request(model: Any) -> dict[str, Any]:
+    value = {
+        "anyOf": [_number(), {"type": "array", "items": _number(), "minItems": 1, "maxItems": 1}]
+    }
+    return {
+        "type": "object",
+        "required": ["examples"],
+        "description": "examples by feature name; a feature may instead be given once for all "
+        "examples in context (then no example repeats it)",
+        "properties": {
+            "signature_name": {"enum": [*_TF_SIGNATURES, "tensorflow/serving/classify", None]},
+            "examples": {"type": "array", "minItems": 1, "items": _record(model, value)},
+            "context": {"anyOf": [{"type": "object", "maxProperties": 0}, {"type": "null"}]},
+        },
+    }
+
+
+# -- Open Inference Protocol (V2) -------------------------------------------------------------
+def _v2_shapes(model: Any) -> list[dict[str, Any]]:
+    """A tensor's shape and data for batches of 1..V2_SCHEMA_ROWS rows, flat or nested."""
+    if model is None:
+        return [{"properties": {"data": {"type": "array"}}}]
+    width = model.n_features
+    forms = []
+    for rows in range(1, V2_SCHEMA_ROWS + 1):
+        flat = {"type": "array", "items": _number(), "minItems": rows * width}
+        flat["maxItems"] = rows * width
+        nested = {"type": "array", "items": _row(model), "minItems": rows, "maxItems": rows}
+        forms.append(
+            {
+                "properties": {
+                    "shape": {"const": [rows, width]},
+                    "data": {"anyOf": [flat, nested]},
+                }
+            }
+        )
+    return forms
+
+
+def _parameters(properties: dict[str, Any], *refused: str) -> dict[str, Any]:
+    """A V2 ``parameters`` object: any keys, these typed, the extensions we refuse absent."""
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if refused:
+        schema["propertyNames"] = {"not": {"enum": list(refused)}}
+    return schema
+
+
+def v2_infer_request(model: Any) -> dict[str, Any]:
+    width = model.n_features if model is not None else "F"
+    tensor = {
+        "type": "object",
+        "required": ["name", "shape", "datatype", "data"],
+        "properties": {
+            "name": {"const": "features"},
+            "datatype": {"enum": ["FP32", "FP64"]},
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+            "data": {"type": "array"},
+            # Free-form, as the protocol has it, but for the two extensions it names.
+            "parameters": {
+                "anyOf": [
+                    _parameters({}, "binary_data_size", "shared_memory_region"),
+                    {"type": "null"},
+                ]
+            },
+        },
+        "anyOf": _v2_shapes(model),
+        "description": f"one input 'features' of shape [N, {width}], data flat or nested, N*"
+        f"{width} values. Any N up to MAX_BATCH_ROWS works as the N = 1..{V2_SCHEMA_ROWS} "
+        "shown; FP16 and the integer datatypes are accepted too, as is the binary tensor data "
+        "extension (Inference-Header-Content-Length).",
+    }
+    binary_flag = {"type": "boolean"}
+    output = {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"enum": ["probabilities", "label"]},
+            "parameters": {
+                "anyOf": [
+                    _parameters(
+                        {"binary_data": binary_flag, "classification": {"enum": [0, None]}},
+                        "shared_memory_region",
+                    ),
+                    {"type": "null"},
+                ]
+            },
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            "parameters": {
+                "anyOf": [_parameters({"binary_data_output": binary_flag}), {"type": "null"}]
+            },
+            "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": tensor},
+            "outputs": {"anyOf": [{"type": "array", "items": output}, {"type": "null"}]},
+        },
+    }

@@ -1,0 +1,32 @@
+"""One real service process for the hostile-input and schemathesis tests."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import ServerProcess
+
+TOKEN = "hardening-token"  # both API_KEY and ADMIN_TOKEN: every route needs it
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="session")
+def hardening_artifacts(tmp_path_factory: pytest.TempPathFactory, iris_bundle: Path) -> Path:
+    """A private artifacts directory holding a copy of the Iris bundle as version 1."""
+    root = tmp_path_factory.mktemp("hardening") / "artifacts"
+    shutil.copytree(iris_bundle, root / "iris" / "1")
+    return root
+
+
+@pytest.fixture(scope="session")
+def server(hardening_artifacts: Path) -> Iterator[ServerProcess]:
+    """``python -m service`` on the Iris bundle, with API_KEY and ADMIN_TOKEN set."""
+    log = hardening_artifacts.parent / "server.log"
+    process = ServerProcess(hardening_artifacts, log_path=log, api_key=TOKEN, admin_token=TOKEN)
+    process.start(wait="/readyz")
+    yield process
+    process.stop()
