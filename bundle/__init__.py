@@ -24,6 +24,7 @@ from bundle.metadata import (
     FORMAT_VERSION,
     FeatureStats,
     Metadata,
+    Reference,
     read_metadata,
     write_metadata,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "MODEL_TFLITE",
     "REPORT_DIR",
     "REQUIRED_FILES",
+    "Reference",
     "TEMP_PREFIX",
     "BundleError",
     "FeatureStats",

@@ -27,6 +27,24 @@ class FeatureStats(BaseModel):
     mean: float
 
 
+class Reference(BaseModel):
+    """A few test rows and the probabilities the trained Keras model gave them.
+
+    The service runs them through the runtime it loads and refuses the version when the
+    answers differ: a model that does not reproduce its own training is never served.
+    """
+
+    inputs: list[list[float]] = Field(min_length=1)
+    probabilities: list[list[float]] = Field(min_length=1)
+    tolerance: float = Field(1e-4, gt=0)
+
+    @model_validator(mode="after")
+    def _paired(self) -> Reference:
+        if len(self.inputs) != len(self.probabilities):
+            raise ValueError("reference inputs and probabilities differ in length")
+        return self
+
+
 class Metadata(BaseModel):
     """The schema of ``metadata.json``."""
 
@@ -49,6 +67,7 @@ class Metadata(BaseModel):
         description="sha256 of model.keras and model.tflite: the metadata names the exact models "
         "it describes, so a model file swapped under a rewritten manifest is still refused",
     )
+    reference: Reference | None = None
     library_versions: dict[str, str] = {}
     data_sha256: str
     training: dict[str, int | float | str | None] = {}

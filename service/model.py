@@ -187,6 +187,8 @@ def load_version(
         report=report,
     )
     _smoke_test(loaded, np.array([[f.mean for f in features]], dtype=np.float32))
+    if metadata.reference is not None:
+        _reproduce_reference(loaded, metadata.reference)
     if chosen == "keras":
         loaded.batcher = AdaptiveBatcher(
             loaded._batch_probabilities, max_batch_rows, batch_wait_ms / 1000
@@ -226,3 +228,21 @@ def _smoke_test(model: LoadedModel, x: np.ndarray) -> None:
         raise BundleRejected(f"smoke prediction has shape {probabilities.shape}")
     if not np.isfinite(probabilities).all() or abs(float(probabilities.sum()) - 1) > 1e-3:
         raise BundleRejected("smoke prediction is not a probability distribution")
+
+
+def _reproduce_reference(model: LoadedModel, reference: bundle.Reference) -> None:
+    """The runtime must give the probabilities training recorded for its reference rows."""
+    x = np.asarray(reference.inputs, dtype=np.float32)
+    expected = np.asarray(reference.probabilities, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != model.n_features or expected.shape != (len(x), model.n_classes):
+        raise BundleRejected(f"{bundle.METADATA} reference rows do not fit the model")
+    try:
+        actual = model.probabilities_sync(x)
+    except Exception as exc:
+        raise BundleRejected(f"reference prediction failed: {type(exc).__name__}") from None
+    diff = float(np.max(np.abs(actual - expected)))
+    if not diff <= reference.tolerance:
+        raise BundleRejected(
+            f"{model.runtime.name} runtime does not reproduce the training probabilities "
+            f"(max abs diff {diff:.2e} > {reference.tolerance:.0e})"
+        )

@@ -20,6 +20,8 @@ from training.errors import TrainingError
 from training.model import Encoding, Head, build, class_probabilities, fit
 from training.publish import publish, staging_area
 
+# Test rows whose Keras probabilities are recorded; the service must reproduce them at load.
+REFERENCE_ROWS = 5
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -128,6 +130,11 @@ def run(options: Options) -> Path:
             output_units=head.units,
             metrics={"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]},
             litert_max_abs_diff=max_diff,
+            reference=bundle.Reference(
+                inputs=x_test[:REFERENCE_ROWS].tolist(),
+                probabilities=probabilities[:REFERENCE_ROWS].tolist(),
+                tolerance=export.MAX_ABS_DIFF,
+            ),
             model_sha256={
                 name: bundle.sha256_file(staging / name)
                 for name in (bundle.MODEL_KERAS, bundle.MODEL_TFLITE)
