@@ -1,0 +1,322 @@
+"""RESULTS.md: the machine, the medians, the ratios against the ceiling and the goals."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import statistics
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import load
+
+Runs = list[dict[str, dict[str, Any]]]  # per run, per server: its figures
+
+PACKAGES = [
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "orjson",
+    "numpy",
+    "ai-edge-litert",
+    "tensorflow-cpu",
+    "tensorflow",
+    "keras",
+]
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A goal of issue 6: a figure of one server, or its ratio to another's, and its bound."""
+
+    text: str
+    target: str
+    figure: str
+    bound: float
+    higher: bool  # True: the figure must be at least the bound; False: at most
+    versus: str | None = None  # the server in the ratio's denominator
+    context: bool = False  # shown to explain a goal, not a goal itself
+
+
+GOALS = [
+    Goal(
+        "1. single-row throughput >= 80% of the ceiling (32 connections)",
+        "litert", "rps_c32", 0.80, higher=True, versus="ceiling",
+    ),
+    Goal(
+        "2. p50 at 1 connection <= 1.5x the ceiling's",
+        "litert", "p50_c1", 1.5, higher=False, versus="ceiling",
+    ),
+    Goal(
+        "3. Keras batching >= 10x one model call per request (32 connections)",
+        "keras", "rps_c32", 10.0, higher=True, versus="unbatched",
+    ),
+    Goal("4a. 10,000-row JSON request >= 200,000 rows/s", "litert", "json_rows_s", 200_000, higher=True),
+    Goal(
+        "4b. 10,000-row CSV request, CSV answer >= 500,000 rows/s",
+        "litert", "csv_rows_s", 500_000, higher=True,
+    ),
+    Goal("5a. LiteRT: start to /readyz 200 <= 1.5 s", "litert", "cold_s", 1.5, higher=False),
+    Goal(
+        "5b. LiteRT: resident memory <= 150 MB (ready, after warm-up, at the end)",
+        "litert", "rss_max", 150, higher=False,
+    ),
+    Goal(
+        "5c. LiteRT: no memory growth (<= 5 MB from warm-up to the end)",
+        "litert", "rss_growth", 5, higher=False,
+    ),
+    Goal(
+        "(1, access log off: LOG_LEVEL=warning)",
+        "litert-quiet", "rps_c32", 0.80, higher=True, versus="ceiling", context=True,
+    ),
+    Goal(
+        "(2, access log off: LOG_LEVEL=warning)",
+        "litert-quiet", "p50_c1", 1.5, higher=False, versus="ceiling", context=True,
+    ),
+    Goal(
+        "(1, without metrics, logs and limits)",
+        "litert-bare", "rps_c32", 0.80, higher=True, versus="ceiling", context=True,
+    ),
+    Goal(
+        "(2, without metrics, logs and limits)",
+        "litert-bare", "p50_c1", 1.5, higher=False, versus="ceiling", context=True,
+    ),
+    Goal(
+        "(1 for the Keras runtime)",
+        "keras", "rps_c32", 0.80, higher=True, versus="ceiling", context=True,
+    ),
+    Goal(
+        "(3 against the tutorial's model.predict per request)",
+        "keras", "rps_c32", 10.0, higher=True, versus="tutorial", context=True,
+    ),
+]  # fmt: skip
+
+
+# -- the machine --------------------------------------------------------------------------------
+def loadavg() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def _proc_field(path: str, prefix: str) -> str | None:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(prefix):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def machine_info(generator: str) -> dict[str, str]:
+    """What the figures were measured on: CPU, memory, versions, load generator, load."""
+    memory = _proc_field("/proc/meminfo", "MemTotal:")
+    versions = []
+    for name in PACKAGES:
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    wrk = load.wrk_path()
+    if generator == "wrk" and wrk is not None:
+        done = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False)
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        tool = (lines[0].split(" Copyright")[0] if lines else "wrk") + ", one thread"
+    else:
+        tool = "the asyncio client in bench/load.py (wrk not installed): NOT comparable with wrk"
+    return {
+        "cpu": _proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
+        "cores": str(os.cpu_count()),
+        "memory": f"{int(memory.split()[0]) / 1024 / 1024:.1f} GB" if memory else "unknown",
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "packages": ", ".join(versions),
+        "generator": tool,
+        "load_before": loadavg(),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+# -- figures ------------------------------------------------------------------------------------
+def _derive(runs: Runs) -> None:
+    for run in runs:
+        for f in run.values():
+            readings = [f.get("rss_ready"), f.get("rss_warm"), f.get("rss_end")]
+            if None not in readings:
+                f["rss_max"] = max(readings)  # type: ignore[type-var]
+                f["rss_growth"] = f["rss_end"] - f["rss_warm"]
+
+
+def _median(runs: Runs, target: str, key: str) -> float | None:
+    values = [r[target][key] for r in runs if target in r and r[target].get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def _ratios(runs: Runs, a: str, b: str, key: str) -> list[float]:
+    """``a / b`` within each run (the servers of one run ran minutes apart, not hours)."""
+    return [r[a][key] / r[b][key] for r in runs if a in r and b in r and r[a].get(key) and r[b].get(key)]  # fmt: skip
+
+
+def _fmt(key: str, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if key.endswith("rows_s") or key.startswith("rps"):
+        return f"{value:,.0f}"
+    if key == "rss_growth":
+        return f"{value:+.1f} MB"
+    if key.startswith("rss"):
+        return f"{value:.0f} MB"
+    if key == "cold_s":
+        return f"{value:.2f} s"
+    if key.startswith("p"):
+        return f"{value:.2f} ms"
+    return f"{value:.2f}"
+
+
+def one_line(f: dict[str, Any]) -> str:
+    """One run's figures for one server, for the console and the per-run table."""
+    parts = [
+        f"ready {f['cold_s']:.2f} s",
+        f"{f['rps_c1']:,.0f} req/s p50 {f['p50_c1']:.2f} ms @1",
+        f"{f['rps_c32']:,.0f} req/s p50 {f['p50_c32']:.2f} ms @32",
+    ]
+    if "json_rows_s" in f:
+        parts.append(f"10k JSON {f['json_rows_s']:,.0f} rows/s, CSV {f['csv_rows_s']:,.0f} rows/s")
+    rss = [f.get(k) for k in ("rss_ready", "rss_warm", "rss_end")]
+    parts.append("RSS " + "/".join("n/a" if v is None else f"{v:.0f}" for v in rss) + " MB")
+    if f.get("errors"):
+        parts.append(f"{f['errors']} FAILED REQUESTS")
+    return ", ".join(parts)
+
+
+def _goal_row(goal: Goal, runs: Runs, keys: list[str]) -> str:
+    a, b, key = goal.target, goal.versus, goal.figure
+    if a not in keys or (b is not None and b not in keys):
+        return f"| {goal.text} | not measured | | |"
+    if b is None:
+        values = [r[a][key] for r in runs if r[a].get(key) is not None]
+        shown = [_fmt(key, v) for v in values]
+    else:
+        values = _ratios(runs, a, b, key)
+        shown = [f"{v:.2f}x" for v in values]
+    if not values:
+        return f"| {goal.text} | n/a | | |"
+    value = statistics.median(values)
+    met = value >= goal.bound if goal.higher else value <= goal.bound
+    measured = _fmt(key, value)
+    if b is not None:
+        measured = f"{value:.2f}x ({_fmt(key, _median(runs, a, key))} vs {_fmt(key, _median(runs, b, key))})"  # fmt: skip
+    verdict = "yes" if met else "**no**"
+    if goal.context:
+        verdict = "(yes)" if met else "(no)"
+    return f"| {goal.text} | {measured} | {', '.join(shown)} | {verdict} |"
+
+
+def render(config: Any, machine: dict[str, str], version_dir: Path, runs: Runs, seconds: float) -> str:  # fmt: skip
+    """The whole RESULTS.md."""
+    _derive(runs)
+    keys = [t.key for t in config.targets]
+    titles = {t.key: t.title for t in config.targets}
+    mode = "SMOKE (one short run: the figures mean nothing)" if config.smoke else "full"
+    out = [
+        "# Benchmark results",
+        "",
+        f"Written by `make bench` (`.venv/bin/{config.command}`); mode: {mode}. "
+        f"{config.runs} run(s): figures are medians over the runs; ratios are medians of the "
+        "ratios taken within each run. Every load lasts "
+        f"{config.seconds:g} s after a {config.warmup:g} s warm-up at 32 connections, one Iris "
+        f"row per request. Wall time {seconds / 60:.1f} min.",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {machine['cpu']}, {machine['cores']} cores; memory {machine['memory']}",
+        f"- OS: {machine['os']}; Python {machine['python']}",
+        f"- Packages: {machine['packages']}",
+        f"- Load generator: {machine['generator']}, on the same machine as the servers",
+        f"- Load average (1, 5, 15 min) before: {machine['load_before']}; after: "
+        f"{machine.get('load_after', 'n/a')}. Date: {machine['date']}",
+        f"- Bundle: `{version_dir}`",
+        "",
+        "The servers and wrk share the machine's cores, and whatever else runs on it competes "
+        "with them: absolute figures are noisy and belong to this machine. The ratios, each "
+        "taken within one run from servers started in turn under identical uvicorn settings, "
+        "are the figures to compare.",
+        "",
+        "## Goals (issue 6)",
+        "",
+        "| goal | measured (median) | per run | met |",
+        "| --- | --- | --- | --- |",
+    ]
+    out += [_goal_row(goal, runs, keys) for goal in GOALS]
+    out += [
+        "",
+        "## Single-row `POST /predict` (medians)",
+        "",
+        "| server | req/s @1 | p50 @1 | p99 @1 | req/s @32 | p50 @32 | p99 @32 | x ceiling @32 "
+        "| start to ready | RSS ready | RSS warm | RSS end |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    figures = ("rps_c1", "p50_c1", "p99_c1", "rps_c32", "p50_c32", "p99_c32")
+    for key in keys:
+        cells = [_fmt(k, _median(runs, key, k)) for k in figures]
+        ratio = _ratios(runs, key, "ceiling", "rps_c32") if "ceiling" in keys else []
+        cells.append(f"{statistics.median(ratio):.2f}" if ratio else "n/a")
+        cells += [_fmt(k, _median(runs, key, k)) for k in ("cold_s", "rss_ready", "rss_warm", "rss_end")]  # fmt: skip
+        out.append(f"| {titles[key]} | " + " | ".join(cells) + " |")
+    large = [k for k in keys if any("json_rows_s" in r[k] for r in runs)]
+    if large:
+        out += [
+            "",
+            "## Large requests: 10,000 rows end to end (medians)",
+            "",
+            "| server | JSON in, JSON out | CSV in, CSV out |",
+            "| --- | --- | --- |",
+        ]
+        for key in large:
+            json_rate = _fmt("json_rows_s", _median(runs, key, "json_rows_s"))
+            csv_rate = _fmt("csv_rows_s", _median(runs, key, "csv_rows_s"))
+            out.append(f"| {titles[key]} | {json_rate} rows/s | {csv_rate} rows/s |")
+    out += ["", "## Every run", "", "| run | server | figures |", "| --- | --- | --- |"]
+    for i, run in enumerate(runs, 1):
+        out += [f"| {i} | {key} | {one_line(run[key])} |" for key in keys]
+    out += [
+        "",
+        "## How it is measured",
+        "",
+        "- Each server is its own process on 127.0.0.1, started fresh for every run (one at a "
+        "time, each timed to ready) and stopped after it, with the same uvicorn settings (`service.__main__.server_options`: one worker, "
+        "uvloop, httptools, JSON logging at LOG_LEVEL, uvicorn's access log off). The service "
+        "runs with its defaults (LOG_LEVEL=info: one JSON access line per request, Prometheus "
+        "metrics, the concurrency limit) unless the table says otherwise.",
+        "- Start to ready: from spawning the process to the first `GET /readyz` answering 200 "
+        "(polled every 5 ms).",
+        "- Loads are interleaved: in each run every server gets its 1-connection load in turn, "
+        "then its 32-connection load in turn, so the servers compared are measured seconds "
+        "apart; the order rotates between runs.",
+        "- Loads: wrk, one thread, keep-alive connections, `POST /predict` with "
+        '`{"instances": [[5.1, 3.5, 1.4, 0.2]]}`; every answer must be 2xx.',
+        "- Large requests: one keep-alive connection; 10,000 rows drawn inside the training "
+        "range; from sending the request to reading the whole answer; median of the repeats; "
+        "the answer's row count is checked.",
+        "- Resident memory (VmRSS of the server process): when ready; after the warm-up (a "
+        "32-connection load, and for the service one large JSON and one large CSV request); at "
+        "the end. Growth is the end minus the warm-up reading.",
+        "- `bench/ceiling_app.py` reads and parses the JSON body and sends the service's answer "
+        "as constant bytes. `bench/tutorial_app.py` validates with pydantic and calls "
+        "`model.predict` and `inverse_transform` per request. `bench/unbatched_app.py` is the "
+        "service with its batcher replaced by one model call per request on the same thread. "
+        "`bench/bare_app.py` is the service without its observability layer (middleware and "
+        "per-prediction metrics), a diagnostic of what that layer costs.",
+        "- Every server freezes its imports out of garbage collection before serving "
+        "(`service.__main__.freeze_imports`), as `python -m service` does.",
+        "",
+    ]
+    return "\n".join(out)

@@ -1,0 +1,285 @@
+"""The benchmark: every server side by side, the same loads interleaved, medians of runs."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bundle
+from bench import large, load, report
+from bench.servers import HOST, ROOT, Server
+from service.schemas import IRIS_ROW
+
+MODEL = "iris"
+LARGE_ROWS = 10_000
+CONNECTIONS = (1, 32)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One server under test: how to start it and what to measure on it."""
+
+    key: str
+    title: str
+    module_args: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    large: bool = False  # measure the 10,000-row requests (the service only)
+
+
+TARGETS = [
+    Target(
+        "ceiling",
+        "ceiling: FastAPI, parse the body, constant answer",
+        ["-m", "bench.serve", "bench.ceiling_app:create_app"],
+    ),
+    Target(
+        "litert", "service, LiteRT runtime", ["-m", "service"], {"MODEL_RUNTIME": "litert"}, True
+    ),
+    Target(
+        "litert-quiet",
+        "service, LiteRT runtime, LOG_LEVEL=warning (no access log)",
+        ["-m", "service"],
+        {"MODEL_RUNTIME": "litert", "LOG_LEVEL": "warning"},
+    ),
+    Target(
+        "litert-bare",
+        "service, LiteRT runtime, without metrics, logs and limits (bench/bare_app.py)",
+        ["-m", "bench.serve", "bench.bare_app:create_app"],
+        {"MODEL_RUNTIME": "litert"},
+    ),
+    Target(
+        "keras",
+        "service, Keras runtime (adaptive batching)",
+        ["-m", "service"],
+        {"MODEL_RUNTIME": "keras"},
+        True,
+    ),
+    Target(
+        "unbatched",
+        "service, Keras runtime, one model call per request",
+        ["-m", "bench.serve", "bench.unbatched_app:create_app"],
+        {"MODEL_RUNTIME": "keras"},
+    ),
+    Target(
+        "tutorial",
+        "tutorial FastAPI service, model.predict per request",
+        ["-m", "bench.serve", "bench.tutorial_app:create_app"],
+    ),
+]
+
+
+@dataclass
+class Config:
+    runs: int
+    seconds: float
+    warmup: float
+    large_repeats: int
+    generator: str  # "wrk" or "python"
+    artifacts: Path
+    out: Path | None
+    smoke: bool
+    targets: list[Target]
+    command: str
+
+
+def parse_args(argv: list[str]) -> Config:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="one short run, to check it works")
+    parser.add_argument("--runs", type=int, help="runs to take the median of (default 3; smoke 1)")
+    parser.add_argument("--seconds", type=float, help="seconds per load (default 6; smoke 1)")
+    parser.add_argument(
+        "--load",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="load generator; auto uses wrk when installed, else a small asyncio client",
+    )
+    parser.add_argument(
+        "--artifacts",
+        type=Path,
+        default=Path(os.environ.get("ARTIFACTS_DIR", "artifacts")),
+        help="bundle root; the Iris model is trained there when it has no version",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="results file (default bench/RESULTS.md; smoke: stdout only)"
+    )
+    parser.add_argument(
+        "--only", help="comma-separated targets: " + ",".join(t.key for t in TARGETS)
+    )
+    args = parser.parse_args(argv)
+    if args.load == "auto":
+        generator = "wrk" if load.wrk_path() else "python"
+    else:
+        generator = args.load
+        if generator == "wrk" and load.wrk_path() is None:
+            parser.error("wrk is not installed (apt-get install -y wrk)")
+    targets = TARGETS
+    if args.only:
+        keys = args.only.split(",")
+        unknown = [k for k in keys if k not in {t.key for t in TARGETS}]
+        if unknown:
+            parser.error(f"unknown target {unknown[0]!r}")
+        targets = [t for t in TARGETS if t.key in keys]
+    runs = args.runs or (1 if args.smoke else 3)
+    seconds = args.seconds or (1.0 if args.smoke else 6.0)
+    if not 1 <= runs <= 9 or not 1 <= seconds <= 60:
+        parser.error("--runs must be 1-9 and --seconds 1-60")
+    out = args.out
+    if out is None and not args.smoke:
+        out = ROOT / "bench" / "RESULTS.md"
+    return Config(
+        runs=runs,
+        seconds=seconds,
+        warmup=1.0 if args.smoke else 2.0,
+        large_repeats=1 if args.smoke else 9,
+        generator=generator,
+        artifacts=args.artifacts.resolve(),
+        out=out,
+        smoke=args.smoke,
+        targets=targets,
+        command=" ".join(["python -m bench", *argv]),
+    )
+
+
+def ensure_bundle(artifacts: Path) -> Path:
+    """The newest Iris version under ``artifacts``, trained first if there is none."""
+    directory = bundle.model_dir(artifacts, MODEL)
+    if not bundle.list_versions(directory):
+        print(f"bench: no {MODEL} bundle under {artifacts}; training one", flush=True)
+        subprocess.run(
+            [sys.executable, "-m", "training", "--quiet", "--artifacts", str(artifacts)],
+            cwd=ROOT,
+            check=True,
+            timeout=900,
+        )
+    return Path(directory) / str(max(bundle.list_versions(directory)))
+
+
+@dataclass
+class Bodies:
+    single: bytes
+    large_json: bytes
+    large_csv: bytes
+
+
+def make_bodies(version_dir: Path) -> Bodies:
+    metadata = bundle.read_metadata(version_dir)
+    rows = large.sample_rows(metadata, LARGE_ROWS)
+    names = [f.name for f in metadata.features]
+    single = IRIS_ROW if len(names) == len(IRIS_ROW) else [f.mean for f in metadata.features]
+    return Bodies(
+        single=large.json_body([single]),
+        large_json=large.json_body(rows),
+        large_csv=large.csv_body(names, rows),
+    )
+
+
+def run_once(config: Config, bodies: Bodies, logs: Path, run: int) -> dict[str, dict[str, Any]]:
+    """One run: start every server, warm each up, then load them in turn, load by load.
+
+    Interleaving puts the servers compared seconds apart, not minutes, so drifting load from
+    other work on the machine biases the ratios less; the order rotates from run to run.
+    """
+    shift = run % len(config.targets)
+    order = config.targets[shift:] + config.targets[:shift]
+    runner: Callable[..., load.LoadResult] = (
+        load.run_wrk if config.generator == "wrk" else load.run_python
+    )
+    big = [
+        ("json", bodies.large_json, {"Content-Type": "application/json"}),
+        ("csv", bodies.large_csv, {"Content-Type": "text/csv", "Accept": "text/csv"}),
+    ]
+    figures: dict[str, dict[str, Any]] = {t.key: {"errors": 0} for t in order}
+    servers: dict[str, Server] = {}
+    with contextlib.ExitStack() as stack:
+        for target in order:  # one at a time, so that each start is timed alone
+            env = {"ARTIFACTS_DIR": str(config.artifacts), "MODEL_NAME": MODEL, **target.env}
+            server = Server(target.module_args, env, logs / f"{target.key}-{run}.log")
+            stack.enter_context(server)
+            servers[target.key] = server
+            figures[target.key]["cold_s"] = server.wait_ready()
+            figures[target.key]["rss_ready"] = server.rss_mb()
+            _say(
+                f"run {run + 1}/{config.runs}: {target.key} ready in {figures[target.key]['cold_s']:.2f} s"
+            )
+        for target in order:
+            server = servers[target.key]
+            runner(server.url + "/predict", bodies.single, "application/json", 32, config.warmup)
+            if target.large:  # one of each before the memory reading: it measures growth only
+                for _, body, headers in big:
+                    large.time_requests(HOST, server.port, body, headers, 1, LARGE_ROWS)
+            figures[target.key]["rss_warm"] = server.rss_mb()
+        for connections in CONNECTIONS:
+            for target in order:
+                result = runner(
+                    servers[target.key].url + "/predict",
+                    bodies.single,
+                    "application/json",
+                    connections,
+                    config.seconds,
+                )
+                f = figures[target.key]
+                f[f"rps_c{connections}"] = result.rps
+                f[f"p50_c{connections}"] = result.p50_ms
+                f[f"p99_c{connections}"] = result.p99_ms
+                f["errors"] += result.errors
+                _say(
+                    f"run {run + 1}/{config.runs}: {target.key} @{connections}: "
+                    f"{result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms"
+                )
+        for target in order:
+            server = servers[target.key]
+            if target.large:
+                for kind, body, headers in big:
+                    figures[target.key][f"{kind}_rows_s"] = large.time_requests(
+                        HOST, server.port, body, headers, config.large_repeats, LARGE_ROWS
+                    )
+            figures[target.key]["rss_end"] = server.rss_mb()
+    for target in config.targets:
+        _say(f"run {run + 1}/{config.runs}: {target.key}: {report.one_line(figures[target.key])}")
+    return {t.key: figures[t.key] for t in config.targets}
+
+
+def _say(text: str) -> None:
+    print(f"bench: {text}", flush=True)
+
+
+def _stop_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the `with Server` blocks, which stop servers
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _stop_on_signal)
+    version_dir = ensure_bundle(config.artifacts)
+    bodies = make_bodies(version_dir)
+    if config.generator == "python":
+        _say("load generator: the asyncio client (wrk not installed, or --load python);")
+        _say("its figures are far below wrk's and not comparable with them")
+    machine = report.machine_info(config.generator)
+    started = time.monotonic()
+    runs: list[dict[str, dict[str, Any]]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-logs-") as tmp:
+        for run in range(config.runs):
+            runs.append(run_once(config, bodies, Path(tmp), run))
+    machine["load_after"] = report.loadavg()
+    text = report.render(config, machine, version_dir, runs, time.monotonic() - started)
+    if config.out is not None:
+        config.out.write_text(text)
+        print(f"bench: wrote {config.out}")
+    else:
+        print(text)
+    failed = sum(f.get("errors", 0) for figures in runs for f in figures.values())
+    if failed:
+        print(f"bench: {failed} requests failed during the loads", file=sys.stderr)
+        return 1
+    return 0

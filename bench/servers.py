@@ -1,0 +1,121 @@
+"""Start a server process on loopback, time it to ``/readyz`` 200, read its memory, stop it."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+
+# The service's settings are its defaults (LOG_LEVEL=info: access log on) plus the few set
+# here; inherited values (WORKERS=4, API_KEY=...) would skew the comparison, so they are dropped.
+_SERVICE_ENV = {name.upper() for name in Settings.model_fields}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """One server process (``python -m ...``) on a free loopback port, always stopped on exit."""
+
+    def __init__(self, module_args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.module_args = module_args
+        self.env = {k: v for k, v in os.environ.items() if k.upper() not in _SERVICE_ENV}
+        self.env.update(
+            {
+                "HOST": HOST,
+                "PORT": str(self.port),
+                "WORKERS": "1",
+                "TF_CPP_MIN_LOG_LEVEL": "3",
+                **env,
+            }
+        )
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+
+    def start(self) -> Server:
+        with open(self.log_path, "ab") as log:
+            self.started = time.perf_counter()
+            self.process = subprocess.Popen(
+                [sys.executable, *self.module_args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def wait_ready(self, timeout: float = 120.0) -> float:
+        """Seconds from process start to the first ``/readyz`` 200 (polled every 5 ms)."""
+        deadline = self.started + timeout
+        while time.perf_counter() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")
+            if self._ready():
+                return time.perf_counter() - self.started
+            time.sleep(0.005)
+        raise TimeoutError(f"/readyz did not answer 200 within {timeout}s: {self.log()}")
+
+    def _ready(self) -> bool:
+        connection = http.client.HTTPConnection(HOST, self.port, timeout=2)
+        try:
+            connection.request("GET", "/readyz")
+            return connection.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            connection.close()
+
+    def rss_mb(self) -> float | None:
+        """Resident memory of the server process in MB (Linux), None where it cannot be read."""
+        if self.process is None:
+            return None
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 15 s; the process runs in its own session."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(15)
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

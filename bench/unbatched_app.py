@@ -1,0 +1,44 @@
+"""The service on the Keras runtime with batching turned off: one model call per request.
+
+Same app, same runtime, same worker thread; only the batcher is replaced by one that calls the
+model once for every request, to show what adaptive batching gains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from fastapi import FastAPI
+
+import service.model
+from service.app import create_app as create_service_app
+
+
+class OnePerRequest:
+    """The batcher's interface, without batching: each request is its own model call."""
+
+    def __init__(
+        self, predict: Callable[[np.ndarray], np.ndarray], max_rows: int, max_wait: float = 0.0
+    ) -> None:
+        self._predict = predict
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unbatched")
+        self.batches = 0
+        self.rows = 0
+
+    async def submit(self, x: np.ndarray) -> np.ndarray:
+        out = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, x)
+        self.batches += 1
+        self.rows += len(x)
+        return out
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False)
+
+
+def create_app() -> FastAPI:
+    """The service (Keras runtime expected: ``MODEL_RUNTIME=keras``) without batching."""
+    service.model.AdaptiveBatcher = OnePerRequest  # type: ignore[misc,assignment]
+    return create_service_app()
