@@ -70,9 +70,9 @@ RUN python -m training --quiet
 CMD ["python", "-m", "training"]
 
 # The serving venv, built apart so that the final stage gets it as one layer without pip,
-# setuptools or the test suites of numpy, scipy and scikit-learn.
+# setuptools or numpy's test suite (the serve extra has no scikit-learn or SciPy).
 FROM build AS serve-venv
-# Same versions as the stage that trained the baked bundle (numpy, scikit-learn, LiteRT, ...).
+# Same versions as the stage that trained the baked bundle (numpy, joblib, LiteRT, ...).
 COPY --from=train /opt/constraints.txt /tmp/constraints.txt
 COPY --from=requirements /requirements/serve.txt /tmp/requirements.txt
 RUN pip install -r /tmp/requirements.txt -c /tmp/constraints.txt
@@ -81,9 +81,7 @@ RUN pip install --no-deps /wheels/*.whl \
     && python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('tensorflow') is not None)" \
     && python -m pip uninstall --yes pip setuptools \
     && site=$(python -c "import sysconfig; print(sysconfig.get_path('purelib'))") \
-    && rm -rf "$site"/numpy/tests "$site"/numpy/*/tests "$site"/scipy/*/tests \
-        "$site"/scipy/*/*/tests "$site"/sklearn/tests "$site"/sklearn/*/tests \
-        "$site"/sklearn/*/*/tests
+    && rm -rf "$site"/numpy/tests "$site"/numpy/*/tests
 
 FROM runtime AS serve
 COPY --from=serve-venv /opt/venv /opt/venv

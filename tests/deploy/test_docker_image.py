@@ -199,12 +199,13 @@ def test_image_is_slim_non_root_without_tensorflow(image: str, report) -> None:
     assert "/readyz" in " ".join(config["Healthcheck"]["Test"])
     probe = docker(
         "run", "--rm", "--network", "host", "--entrypoint", "python", image, "-c",
-        "import importlib.util as u, os; print(u.find_spec('tensorflow') is None, os.getuid())",
+        "import importlib.util as u, os; "
+        "print(u.find_spec('tensorflow') is None, u.find_spec('sklearn') is None, os.getuid())",
     )  # fmt: skip
-    assert probe.stdout.split() == ["True", "10001"]
+    assert probe.stdout.split() == ["True", "True", "10001"]
     size_mb = int(docker("image", "inspect", "--format", "{{.Size}}", image).stdout) / 1e6
     report(
-        f"serve image: no TensorFlow, runs as uid 10001, {size_mb:.0f} MB (goal <= {SIZE_GOAL_MB})"
+        f"serve image: no TensorFlow or scikit-learn, runs as uid 10001, {size_mb:.0f} MB (goal <= {SIZE_GOAL_MB})"
     )
     assert size_mb <= SIZE_GOAL_MB
 
