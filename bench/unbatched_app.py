@@ -21,9 +21,14 @@ class OnePerRequest:
     """The batcher's interface, without batching: each request is its own model call."""
 
     def __init__(
-        self, predict: Callable[[np.ndarray], np.ndarray], max_rows: int, max_wait: float = 0.0
+        self,
+        predict: Callable[[np.ndarray], np.ndarray],
+        max_rows: int,
+        max_wait: float = 0.0,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._predict = predict
+        self._on_batch = on_batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unbatched")
         self.batches = 0
         self.rows = 0
@@ -32,6 +37,8 @@ class OnePerRequest:
         out = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, x)
         self.batches += 1
         self.rows += len(x)
+        if self._on_batch is not None:
+            self._on_batch(len(x))
         return out
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ from service.api import admin, health, metrics, predict, tfserving, v2
 from service.errors import Overloaded, ServiceError
 from service.http import JSONBytes
 from service.observability.metrics import RegistryMetrics
-from service.observability.middleware import OverloadMiddleware, RequestMiddleware
+from service.observability.middleware import RequestMiddleware
 from service.openapi import customize
 from service.registry import Registry
 from service.settings import Settings
@@ -117,11 +117,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.admin_token is not None:
         app.include_router(admin.router)
     app.openapi = _openapi_for_model(app, app.openapi)  # type: ignore[method-assign]
-    # The last added runs first: ids, metrics and logs see the overload 503s too.
     app.add_middleware(
-        OverloadMiddleware,
+        RequestMiddleware,
         max_concurrency=settings.max_concurrency,
         timeout_seconds=settings.request_timeout_seconds,
     )
-    app.add_middleware(RequestMiddleware)
     return app

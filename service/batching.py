@@ -17,12 +17,18 @@ class AdaptiveBatcher:
     A request that finds the model idle runs at once; while a batch runs, new requests
     queue and the next batch takes as many of them as fit in ``max_rows``. ``max_wait``
     (seconds, default 0) optionally waits for more rows before an under-full batch.
+    ``on_batch(rows)`` is told of every model call, on the event loop's thread.
     """
 
     def __init__(
-        self, predict: Callable[[np.ndarray], np.ndarray], max_rows: int, max_wait: float = 0.0
+        self,
+        predict: Callable[[np.ndarray], np.ndarray],
+        max_rows: int,
+        max_wait: float = 0.0,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._predict = predict
+        self._on_batch = on_batch
         self._max_rows = max_rows
         self._max_wait = max_wait
         self._queue: deque[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = deque()
@@ -76,6 +82,8 @@ class AdaptiveBatcher:
                     continue
                 self.batches += 1
                 self.rows += len(x)
+                if self._on_batch is not None:
+                    self._on_batch(len(x))
                 start = 0
                 for rows, future in taken:
                     if not future.done():

@@ -41,7 +41,7 @@ def range_warnings(model: LoadedModel, x: np.ndarray) -> list[list[str]]:
         return out
     names = model.feature_names
     # float32 values as Python floats: comparisons and formatting give what numpy's would.
-    lows, highs = model.feature_min.tolist(), model.feature_max.tolist()
+    lows, highs = model.feature_bounds
     return [
         [
             _warning(names[j], value, lows[j], highs[j])
@@ -58,7 +58,7 @@ def _outside_rows(model: LoadedModel, x: np.ndarray) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
     if len(rows):
         names = model.feature_names
-        lows, highs = model.feature_min.tolist(), model.feature_max.tolist()
+        lows, highs = model.feature_bounds
         for i, j, value in zip(rows.tolist(), cols.tolist(), x[rows, cols].tolist(), strict=True):
             out.setdefault(i, []).append(_warning(names[j], value, lows[j], highs[j]))
     return out

@@ -1,8 +1,9 @@
 """Metrics, JSON logs, request ids and overload protection; no FastAPI imports here.
 
 The prediction path calls :func:`observe_prediction` once per request and :func:`observe_batch`
-once per model call; :class:`service.model.LoadedModel` does both, so every protocol's route
-that predicts through ``await model.probabilities(x)`` is counted.
+once per model call, both on the event loop's thread: :class:`service.model.LoadedModel` (its
+adaptive batcher for the model calls of the Keras runtime), so every protocol's route that
+predicts through ``await model.probabilities(x)`` is counted.
 """
 
 from __future__ import annotations

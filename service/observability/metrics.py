@@ -17,6 +17,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
 from prometheus_client.exposition import choose_encoder
 
+from service.observability.series import PlainCounter, PlainHistogram
+
 if TYPE_CHECKING:
     from service.model import LoadedModel
     from service.registry import Registry
@@ -37,25 +39,32 @@ def multiprocess_mode() -> bool:
 
 
 class Metrics:
-    """Every series the service exports; children are cached so a request does no label lookup."""
+    """Every series the service exports; children are cached so a request does no label lookup.
+
+    The series updated per request are plain numbers (:mod:`.series`) unless values must be
+    shared through files (multiprocess mode); either way they are updated on the event loop.
+    """
 
     def __init__(self) -> None:
         self.multiprocess = multiprocess_mode()
         self.registry = CollectorRegistry()
+        counter: Any = Counter
+        histogram: Any = Histogram
         if not self.multiprocess:
             from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 
             self.registry.register(PROCESS_COLLECTOR)
             self.registry.register(PLATFORM_COLLECTOR)
+            counter, histogram = PlainCounter, PlainHistogram
         registry = self.registry
         http = ["route", "method", "status"]
-        self.requests = Counter(
+        self.requests = counter(
             "http_requests",
             "HTTP requests answered, by route template, method and status.",
             http,
             registry=registry,
         )
-        self.latency = Histogram(
+        self.latency = histogram(
             "http_request_duration_seconds",
             "Time from the request's arrival to the end of its answer, by route template, method and status.",
             http,
@@ -71,26 +80,26 @@ class Metrics:
         self.predictions_in_flight = 0
         if not self.multiprocess:  # read at scrape time: nothing to do per request
             self.in_flight.set_function(lambda: self.predictions_in_flight)
-        self.overload = Counter(
+        self.overload = counter(
             "http_overload_rejections",
             "Prediction requests answered 503: over MAX_CONCURRENCY (concurrency) or "
             "REQUEST_TIMEOUT_SECONDS (timeout).",
             ["reason"],
             registry=registry,
         )
-        self.predictions = Counter(
+        self.predictions = counter(
             "model_predictions",
             "Rows predicted, by predicted label.",
             ["label"],
             registry=registry,
         )
-        self.out_of_range = Counter(
+        self.out_of_range = counter(
             "model_out_of_range",
             "Feature values outside the training range (one per row and feature), by feature.",
             ["feature"],
             registry=registry,
         )
-        self.batch_rows = Histogram(
+        self.batch_rows = histogram(
             "model_batch_rows",
             "Rows per model call (the Keras runtime's batcher merges concurrent requests).",
             buckets=BATCH_BUCKETS,
@@ -111,8 +120,12 @@ class Metrics:
             registry=registry,
         )
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._labels: dict[str, Any] = {}
-        self._features: dict[str, Any] = {}
+        # The last model's class keys and feature names, and their counters.
+        self._model_children: tuple[Any, Any, list[Any], list[Any]] = (None, None, [], [])
+        # One model call of that many rows: the unlabelled histogram's own observe.
+        self.observe_batch = (
+            self.batch_rows.observe if self.multiprocess else self.batch_rows.labels().observe
+        )
 
     # -- per request -------------------------------------------------------------------------
     def prediction_started(self) -> None:
@@ -138,32 +151,35 @@ class Metrics:
         children[1].observe(seconds)
 
     def observe_predictions(self, model: LoadedModel, x: np.ndarray, probabilities: Any) -> None:
-        """Count rows by predicted label and out-of-range values by feature (numpy, no row loop)."""
-        keys = model.class_keys
-        if len(probabilities) == 1:
-            self._label(keys[int(probabilities[0].argmax())]).inc()
-        elif len(probabilities):
-            counts = np.bincount(probabilities.argmax(axis=1), minlength=len(keys))
+        """Count rows by predicted label and out-of-range values by feature."""
+        labels, features = self._children_of(model)
+        if len(probabilities) == 1:  # plain Python: each numpy call costs more than one row
+            row = probabilities.tolist()[0]
+            labels[row.index(max(row))].inc()  # argmax: the first maximum
+            lows, highs = model.feature_bounds
+            for j, value in enumerate(x.tolist()[0]):
+                if value < lows[j] or value > highs[j]:
+                    features[j].inc()
+            return
+        if len(probabilities):
+            counts = np.bincount(probabilities.argmax(axis=1), minlength=len(labels))
             for i in np.flatnonzero(counts).tolist():
-                self._label(keys[i]).inc(int(counts[i]))
+                labels[i].inc(int(counts[i]))
         outside = (x < model.feature_min) | (x > model.feature_max)
         if outside.any():
-            names = model.feature_names
             per_feature = np.count_nonzero(outside, axis=0)
             for j in np.flatnonzero(per_feature).tolist():
-                self._feature(names[j]).inc(int(per_feature[j]))
+                features[j].inc(int(per_feature[j]))
 
-    def _label(self, label: str) -> Any:
-        child = self._labels.get(label)
-        if child is None:
-            child = self._labels[label] = self.predictions.labels(label)
-        return child
-
-    def _feature(self, feature: str) -> Any:
-        child = self._features.get(feature)
-        if child is None:
-            child = self._features[feature] = self.out_of_range.labels(feature)
-        return child
+    def _children_of(self, model: LoadedModel) -> tuple[list[Any], list[Any]]:
+        """The counters of the model's labels and features, in class and feature order."""
+        keys, names, labels, features = self._model_children
+        if model.class_keys is not keys or model.feature_names is not names:
+            keys, names = model.class_keys, model.feature_names
+            labels = [self.predictions.labels(key) for key in keys]
+            features = [self.out_of_range.labels(name) for name in names]
+            self._model_children = (keys, names, labels, features)
+        return labels, features
 
     # -- exposition --------------------------------------------------------------------------
     def render(self, accept: str | None) -> tuple[bytes, str]:
@@ -189,7 +205,7 @@ def get_metrics() -> Metrics:
 
 def record_batch(rows: int) -> None:
     """Count one model call of ``rows`` rows."""
-    get_metrics().batch_rows.observe(rows)
+    get_metrics().observe_batch(rows)
 
 
 class RegistryMetrics:

@@ -1,14 +1,18 @@
-"""Pure ASGI middleware (no per-request task or body copy, unlike BaseHTTPMiddleware).
+"""The request middleware: one pure ASGI layer (no per-request task or body copy, unlike
+BaseHTTPMiddleware) for everything the service does around a request.
 
-``RequestMiddleware``: the request id, the HTTP metrics and one access log line per request.
-``OverloadMiddleware``: at most MAX_CONCURRENCY prediction requests in flight, each answered
-within REQUEST_TIMEOUT_SECONDS; beyond either, a quick 503 with ``Retry-After``.
+Every request: the request id in and out, count and latency by route and status, one access
+log line. Prediction requests: at most MAX_CONCURRENCY in flight, each answered within
+REQUEST_TIMEOUT_SECONDS; beyond either, a quick 503 with ``Retry-After``.
+
+One layer instead of two saves a coroutine and a ``send`` wrapper per request, and the timeout
+needs no timer per request: one watchdog timer, armed for the oldest prediction's deadline,
+cancels the predictions past theirs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import re
 import time
@@ -19,7 +23,7 @@ import orjson
 from starlette.routing import compile_path
 
 from service.errors import Overloaded
-from service.observability.logs import ACCESS_LOGGER, RequestContext, current_request
+from service.observability.logs import AccessLog, RequestContext, current_request
 from service.observability.metrics import get_metrics
 
 Scope = MutableMapping[str, Any]
@@ -32,8 +36,8 @@ REQUEST_ID_HEADER = b"x-request-id"
 # A client's id is kept when it is 1-128 characters of these; anything else is replaced.
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}").fullmatch
 UNMATCHED_ROUTE = "unmatched"
-
-access_log = logging.getLogger(ACCESS_LOGGER)
+# The watchdog treats deadlines this close as passed: timers fire to the millisecond.
+_DEADLINE_SLACK = 0.001
 
 
 def request_id(headers: list[tuple[bytes, bytes]]) -> str:
@@ -62,13 +66,82 @@ def route_templates(app: Any) -> list[tuple[re.Pattern[str], str]]:
     return table
 
 
-class RequestMiddleware:
-    """Request id in and out, request count and latency by route and status, one access line."""
+def is_prediction(scope: Scope) -> bool:
+    """Prediction routes are the POST routes (``/predict``, V2 ``infer``, TF Serving
+    ``:predict``) except ``/admin/*``; health, model card and ``/metrics`` are GET and exempt."""
+    return scope["method"] == "POST" and not scope["path"].startswith("/admin/")
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class _Exchange:
+    """One request being answered: what its ``send`` wrapper, the watchdog and the access
+    line share."""
+
+    __slots__ = ("deadline", "expired", "id_header", "send", "started", "status", "task")
+
+    def __init__(self, send: Send, id_header: tuple[bytes, bytes]) -> None:
+        self.send = send
+        self.id_header = id_header
+        self.status = 500  # what the client gets if the app raises before answering
+        self.started = False
+        self.expired = False
+        self.task: asyncio.Task[Any] | None = None
+        self.deadline = 0.0
+
+    async def send_with_id(self, message: Message) -> None:
+        if self.expired:  # the app ignored the cancellation; the client gets the 503 instead
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.status = message["status"]
+            message["headers"] = [*message.get("headers", ()), self.id_header]
+        await self.send(message)
+
+    def expire(self) -> None:
+        if not self.started and self.task is not None:  # an answer under way may finish
+            self.expired = True
+            self.task.cancel()
+
+    async def refuse(self, error: Overloaded) -> None:
+        """503 ``{"error": ...}`` with ``Retry-After``, as the app's handler renders Overloaded."""
+        body = orjson.dumps({"error": error.message})
+        self.status = error.status_code
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": error.status_code,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", b"1"),
+                    self.id_header,
+                ],
+            }
+        )
+        await self.send({"type": "http.response.body", "body": body})
+
+
+class RequestMiddleware:
+    """Request ids, HTTP metrics, access lines; admission control for prediction routes."""
+
+    def __init__(self, app: ASGIApp, max_concurrency: int, timeout_seconds: float) -> None:
         self.app = app
+        self.max_concurrency = max_concurrency
+        self.timeout_seconds = timeout_seconds
+        self.in_flight = 0
         self.metrics = get_metrics()
+        self.access_log = AccessLog()
         self._templates: list[tuple[re.Pattern[str], str]] | None = None
+        self._busy = Overloaded(
+            f"{max_concurrency} prediction requests are in flight (MAX_CONCURRENCY); retry shortly"
+        )
+        self._slow = Overloaded(
+            f"the prediction took longer than REQUEST_TIMEOUT_SECONDS={timeout_seconds:g}; "
+            "retry shortly"
+        )
+        # Predictions in flight, oldest first (all deadlines are arrival + the same timeout).
+        self._deadlines: dict[_Exchange, None] = {}
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def route_template(self, scope: Scope) -> str:
         """The matched route's path template (``/v2/models/{name}/infer``): bounded label values."""
@@ -91,143 +164,76 @@ class RequestMiddleware:
         start = time.perf_counter()
         context = RequestContext(request_id(scope["headers"]))
         token = current_request.set(context)
-        id_header = (REQUEST_ID_HEADER, context.request_id.encode("ascii"))
-        status = 500  # what the client gets if the app raises before answering
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), id_header]
-            await send(message)
-
+        exchange = _Exchange(send, (REQUEST_ID_HEADER, context.request_id.encode("ascii")))
+        admitted = False
         try:
-            await self.app(scope, receive, send_with_id)
+            if not is_prediction(scope):
+                await self.app(scope, receive, exchange.send_with_id)
+            elif self.in_flight >= self.max_concurrency:
+                self.metrics.overload.labels("concurrency").inc()
+                await exchange.refuse(self._busy)
+            else:  # inline, not a method: a coroutine less per prediction
+                admitted = True
+                self.in_flight += 1
+                self.metrics.prediction_started()
+                self._watch(exchange, start + self.timeout_seconds)
+                try:
+                    await self.app(scope, receive, exchange.send_with_id)
+                except (asyncio.CancelledError, Exception):
+                    if not exchange.expired:  # once expired, no one is left to answer
+                        raise
+                finally:
+                    self._deadlines.pop(exchange, None)  # (the watchdog removes the expired)
+                if exchange.expired:
+                    exchange.task.uncancel()  # the watchdog's cancellation, handled here
+                    self.metrics.overload.labels("timeout").inc()
+                    await exchange.refuse(self._slow)
         finally:
+            if admitted:
+                self.in_flight -= 1
+                self.metrics.prediction_ended()
             current_request.reset(token)
             seconds = time.perf_counter() - start
             route = self.route_template(scope)
             method = scope["method"]
+            status = exchange.status
             self.metrics.observe_request(route, method, status, seconds)
-            if access_log.isEnabledFor(logging.INFO):
+            if self.access_log.enabled():
                 version = context.model_version
                 if version is None:
                     version = _served_version(scope)
-                # makeRecord + handle: Logger.info would also walk the stack for the caller.
-                access_log.handle(
-                    access_log.makeRecord(
-                        ACCESS_LOGGER,
-                        logging.INFO,
-                        "",
-                        0,
-                        "%s %s %d",
-                        (method, route, status),
-                        None,
-                        extra={
-                            "fields": {
-                                "request_id": context.request_id,
-                                "method": method,
-                                "route": route,
-                                "path": scope["path"][:200],
-                                "status": status,
-                                "duration_ms": round(seconds * 1000, 3),
-                                "model_version": version,
-                            }
-                        },
-                    )
+                self.access_log.write(
+                    context.request_id, method, route, scope["path"], status, seconds, version
                 )
+
+    # -- the timeout watchdog ------------------------------------------------------------------
+    def _watch(self, exchange: _Exchange, deadline: float) -> None:
+        """Cancel the request's task if it is not answering by ``deadline``."""
+        loop = asyncio.get_running_loop()
+        exchange.task = asyncio.current_task(loop)
+        exchange.deadline = deadline
+        if loop is not self._loop:  # a new event loop (tests run one app in several)
+            self._loop, self._deadlines, self._watchdog = loop, {}, None
+        self._deadlines[exchange] = None
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(self.timeout_seconds, self._expire_overdue)
+
+    def _expire_overdue(self) -> None:
+        """Cancel the predictions past their deadline; wait for the next oldest one's."""
+        self._watchdog = None
+        now = time.perf_counter()
+        deadlines = self._deadlines
+        while deadlines:
+            oldest = next(iter(deadlines))
+            if oldest.deadline - now > _DEADLINE_SLACK:
+                assert self._loop is not None
+                self._watchdog = self._loop.call_later(oldest.deadline - now, self._expire_overdue)
+                return
+            del deadlines[oldest]
+            oldest.expire()
 
 
 def _served_version(scope: Scope) -> int | None:
     registry = getattr(getattr(scope.get("app"), "state", None), "registry", None)
     model = getattr(registry, "current", None)
     return getattr(model, "version", None)
-
-
-def is_prediction(scope: Scope) -> bool:
-    """Prediction routes are the POST routes (``/predict``, V2 ``infer``, TF Serving
-    ``:predict``) except ``/admin/*``; health, model card and ``/metrics`` are GET and exempt."""
-    return scope["method"] == "POST" and not scope["path"].startswith("/admin/")
-
-
-class OverloadMiddleware:
-    """Admission control for prediction routes, per worker process."""
-
-    def __init__(self, app: ASGIApp, max_concurrency: int, timeout_seconds: float) -> None:
-        self.app = app
-        self.max_concurrency = max_concurrency
-        self.timeout_seconds = timeout_seconds
-        self.in_flight = 0
-        self.metrics = get_metrics()
-        self._busy = Overloaded(
-            f"{max_concurrency} prediction requests are in flight (MAX_CONCURRENCY); retry shortly"
-        )
-        self._slow = Overloaded(
-            f"the prediction took longer than REQUEST_TIMEOUT_SECONDS={timeout_seconds:g}; "
-            "retry shortly"
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_prediction(scope):
-            await self.app(scope, receive, send)
-            return
-        if self.in_flight >= self.max_concurrency:
-            self.metrics.overload.labels("concurrency").inc()
-            await _refuse(send, self._busy)
-            return
-        self.in_flight += 1
-        self.metrics.prediction_started()
-        try:
-            await self._within_deadline(scope, receive, send)
-        finally:
-            self.in_flight -= 1
-            self.metrics.prediction_ended()
-
-    async def _within_deadline(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        started = expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            if not started:  # an answer under way is left to finish
-                expired = True
-                task.cancel()
-
-        async def send_unless_expired(message: Message) -> None:
-            nonlocal started
-            if expired:  # the app ignored the cancellation; the client gets the 503 instead
-                return
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        timer = asyncio.get_running_loop().call_later(self.timeout_seconds, expire)
-        try:
-            await self.app(scope, receive, send_unless_expired)
-        except (asyncio.CancelledError, Exception):
-            if not expired:  # once expired, whatever the app raises has no one to answer
-                raise
-        finally:
-            timer.cancel()
-        if expired:
-            task.uncancel()  # our own cancellation, handled here
-            self.metrics.overload.labels("timeout").inc()
-            await _refuse(send, self._slow)
-
-
-async def _refuse(send: Send, error: Overloaded) -> None:
-    """503 ``{"error": ...}`` with ``Retry-After``, as the app's handler renders Overloaded."""
-    body = orjson.dumps({"error": error.message})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": error.status_code,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", b"1"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import logging.config
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,11 +18,21 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service import Settings, create_app
-from service.observability.logs import JsonFormatter, RequestContext, current_request
+from service.observability.logs import (
+    AccessLog,
+    JsonFormatter,
+    JsonLinesHandler,
+    RequestContext,
+    current_request,
+    log_config,
+)
 from tests.support import ROOT, ServerProcess
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 ACCESS_FIELDS = {"request_id", "method", "route", "path", "status", "duration_ms", "model_version"}
+# Every access line, whichever way it is written: these keys in this order.
+ACCESS_KEYS = ["time", "level", "logger", "message", "request_id", "method", "route", "path"]
+ACCESS_KEYS += ["status", "duration_ms", "model_version"]
 GENERATED = re.compile(r"[0-9a-f]{32}")
 
 
@@ -75,6 +89,7 @@ def test_one_json_access_line_per_request(
     assert len(lines) == 3
     for line in lines:
         assert set(line) >= ACCESS_FIELDS
+        assert list(line) == ACCESS_KEYS
         assert line["logger"] == "service.access" and line["level"] == "info"
         assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
         assert line["model_version"] == 1
@@ -116,6 +131,126 @@ def test_other_log_lines_name_the_request() -> None:
         )
     document = json.loads(formatter.format(failed))
     assert document["level"] == "error" and "ValueError: boom" in document["exception"]
+
+
+# -- the service's own logging configuration (as python -m service runs it) ------------------
+CONFIGURED = ["service", "uvicorn", "uvicorn.error", "uvicorn.access"]
+
+
+@pytest.fixture
+def stdout_logging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """``log_config("info")`` applied with stdout going to a file; the file's path."""
+    path = tmp_path / "stdout.log"
+    saved = {}
+    for name in CONFIGURED:
+        logger = logging.getLogger(name)
+        saved[name] = (logger.handlers[:], logger.level, logger.propagate, logger.disabled)
+    with open(path, "w") as out:
+        monkeypatch.setattr(sys, "stdout", out)
+        logging.config.dictConfig(log_config("info"))
+        handler = as_configured()
+        try:
+            yield path
+        finally:
+            handler.flush()
+            for name, (handlers, level, propagate, disabled) in saved.items():
+                logger = logging.getLogger(name)
+                logger.handlers[:] = handlers
+                logger.setLevel(level)
+                logger.propagate, logger.disabled = propagate, disabled
+            handler.close()
+
+
+def as_configured() -> JsonLinesHandler:
+    """The configuration's handler, alone again: pytest attaches its capture handlers to every
+    non-propagating logger at the start of each test phase."""
+    logger = logging.getLogger("service")
+    handler = next(h for h in logger.handlers if isinstance(h, JsonLinesHandler))
+    logger.handlers[:] = [handler]
+    return handler
+
+
+def read_lines(path: Path, count: int, timeout: float = 2.0) -> list[dict]:
+    """The file's JSON lines once there are ``count`` (written after the loop's iteration)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text().splitlines()
+        if len(lines) >= count or time.monotonic() > deadline:
+            return [json.loads(line) for line in lines]
+        time.sleep(0.01)
+
+
+def test_access_lines_skip_logging_with_the_service_configuration(
+    stdout_logging: Path, artifacts_copy: Path
+) -> None:
+    settings = Settings(artifacts_dir=artifacts_copy, model_runtime="litert")
+    handler = as_configured()
+    assert AccessLog().handler is handler  # lines are written straight to it
+    with TestClient(create_app(settings)) as client:
+        start = len(read_lines(stdout_logging, 0))  # the startup lines
+        ok = client.post("/predict", json={"instances": [ROW]}, headers={"x-request-id": "a-1"})
+        bad = client.post("/predict", json={"instances": [[1.0]]})
+        missing = client.get("/nowhere/42")
+        statuses = (ok.status_code, bad.status_code, missing.status_code)
+        assert statuses == (200, 422, 404)
+        # Written when the event loop next runs its callbacks: no flush needed, nothing waits.
+        lines = read_lines(stdout_logging, start + 3)[start:]
+    access = [line for line in lines if line["logger"] == "service.access"]
+    assert len(access) == 3
+    expected_ids = ["a-1", bad.headers["x-request-id"], missing.headers["x-request-id"]]
+    assert [line["request_id"] for line in access] == expected_ids
+    assert [line["status"] for line in access] == [200, 422, 404]
+    # The same line as logging would write: same keys, in the same order, same values.
+    formatter = JsonFormatter()
+    for line in access:
+        assert list(line) == ACCESS_KEYS
+        fields = {k: line[k] for k in ACCESS_KEYS[4:]}
+        record = logging.LogRecord("service.access", logging.INFO, "", 0, line["message"], (), None)
+        record.fields = fields
+        record.created = time.time()
+        via_logging = json.loads(formatter.format(record))
+        assert list(line) == list(via_logging)
+        assert {**line, "time": None} == {**via_logging, "time": None}
+        assert line["message"] == f"{line['method']} {line['route']} {line['status']}"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])
+        assert line["model_version"] == 1
+
+
+def test_queued_access_lines_come_before_later_records(stdout_logging: Path) -> None:
+    handler = as_configured()
+
+    async def scenario() -> None:
+        handler.write_soon(b'{"n": 1}\n')
+        handler.write_soon(b'{"n": 2}\n')
+        logging.getLogger("service.registry").info("after the queued lines")
+        handler.write_soon(b'{"n": 3}\n')
+        await asyncio.sleep(0)  # the loop's next iteration writes the queue
+
+    asyncio.run(scenario())
+    lines = read_lines(stdout_logging, 4)
+    assert [line.get("n", line.get("message")) for line in lines] == [
+        1,
+        2,
+        "after the queued lines",
+        3,
+    ]
+
+
+def test_access_lines_go_through_logging_otherwise(stdout_logging: Path) -> None:
+    as_configured()
+    access = logging.getLogger("service.access")
+    extra = logging.StreamHandler(sys.stderr)
+    access.addHandler(extra)  # two handlers: logging decides what each gets
+    try:
+        assert AccessLog().handler is None
+    finally:
+        access.removeHandler(extra)
+    access.addFilter(lambda record: True)
+    try:
+        assert AccessLog().handler is None
+    finally:
+        access.filters.clear()
+    assert AccessLog().handler is not None
 
 
 # -- against a real server process -------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
@@ -165,6 +166,41 @@ def test_a_stalled_upload_times_out(artifacts_copy: Path) -> None:
     response, seconds = run(settings, scenario)
     assert response.status_code == 503 and seconds < 2
     assert "REQUEST_TIMEOUT_SECONDS" in response.json()["error"]
+
+
+def test_each_prediction_times_out_on_its_own_deadline(artifacts_copy: Path) -> None:
+    """Stalled uploads started at different times each get their 503 one timeout after their
+    own start; a prediction answered meanwhile is not disturbed."""
+    settings = Settings(
+        artifacts_dir=artifacts_copy, model_runtime="litert", request_timeout_seconds=0.3
+    )
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield b'{"instances": [[5.1, 3.5, '
+        await asyncio.sleep(5)
+        yield b"1.4, 0.2]]}"
+
+    async def scenario(app: FastAPI, client: httpx.AsyncClient) -> list[tuple[int, float]]:
+        headers = {"content-type": "application/json"}
+
+        async def send(delay: float, content: Any) -> tuple[int, float]:
+            await asyncio.sleep(delay)
+            response, seconds = await timed(
+                client.post("/predict", content=content, headers=headers)
+            )
+            return response.status_code, seconds
+
+        fine = orjson.dumps(BODY)
+        # The third starts once the others are over and nothing is left to watch.
+        return await asyncio.gather(
+            send(0.0, stalled()), send(0.1, fine), send(0.2, stalled()), send(0.9, stalled())
+        )
+
+    first, answered, second, third = run(settings, scenario)
+    assert answered[0] == 200 and answered[1] < 0.25
+    for status, seconds in (first, second, third):
+        assert status == 503
+        assert 0.25 <= seconds < 0.9, seconds
 
 
 def test_health_and_metrics_are_not_limited(artifacts_copy: Path) -> None:
