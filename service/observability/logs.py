@@ -44,26 +44,20 @@ def note_model_version(version: int) -> None:
         context.model_version = version
 
 
-# The last millisecond formatted and the last second's date and time (one tuple each, so that
-# threads always read a matching pair).
-_millisecond: tuple[int, str] = (-1, "")
+# A second and its date and time, "YYYY-MM-DDTHH:MM:SS." (one tuple: threads read a matching pair).
 _second: tuple[int, str] = (-1, "")
 
 
 def timestamp(created: float) -> str:
     """ISO 8601 UTC with milliseconds; the date and time part is formatted once a second."""
-    global _millisecond, _second
+    global _second
     ms = int(created * 1000)
-    cached = _millisecond
-    if ms == cached[0]:
-        return cached[1]
-    second, rest = divmod(ms, 1000)
-    date = _second
-    if second != date[0]:
-        date = _second = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
-    text = f"{date[1]}.{rest:03d}Z"
-    _millisecond = (ms, text)
-    return text
+    second, prefix = _second
+    if ms // 1000 != second:
+        second = ms // 1000
+        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _second = (second, prefix)
+    return f"{prefix}{ms % 1000:03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
