@@ -95,6 +95,23 @@ def _openapi_for_model(app: FastAPI, base: Any) -> Any:
     return openapi
 
 
+def _telemetry(settings: Settings) -> dict[str, bool]:
+    """FastAPI's OpenTelemetry options: its defaults when OTEL_TELEMETRY is on, else all off."""
+    if settings.otel_telemetry:
+        return {}
+    return {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+
+
+def _hot_route_first(app: FastAPI, path: str) -> None:
+    """Move the route of ``path`` to the front: requests are matched against routes in order,
+    and FastAPI adds its documentation routes (four of them) before any of the app's."""
+    routes = app.router.routes
+    for index, route in enumerate(routes):
+        if getattr(route, "path", None) == path:
+            routes.insert(0, routes.pop(index))
+            return
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service for ``settings`` (default: read from the environment)."""
     settings = settings or Settings()
@@ -104,12 +121,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Decoded labels and per-class probabilities from a verified Keras bundle.",
         version="0.1.0",
         lifespan=_lifespan(settings),
+        telemetry=_telemetry(settings),
     )
     app.state.settings = settings
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    predict.add_route(app)  # first: routes are matched in order, and /predict is the hot one
+    predict.add_route(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(v2.router)
@@ -117,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.admin_token is not None:
         app.include_router(admin.router)
     app.openapi = _openapi_for_model(app, app.openapi)  # type: ignore[method-assign]
+    _hot_route_first(app, "/predict")
     app.add_middleware(
         RequestMiddleware,
         max_concurrency=settings.max_concurrency,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from itertools import chain, repeat
 from typing import Any
 
@@ -138,31 +137,12 @@ def answer_json(
 
 
 # -- CSV --------------------------------------------------------------------------------------
-# The CSV answer writes floats as csv.writer does, with repr(). orjson writes the same shortest
-# digits several times faster, but spells two things differently: one-digit negative exponents
-# (1e-7 against repr's 1e-07) and values in [1e-5, 1e-4) (0.00001 against 1e-05): fixed below.
-_FIVE_ZEROS = re.compile(r"0\.0000(\d+)")  # a literal prefix: scanned fast, unlike a lookbehind
-
-
-def _five_zeros(match: re.Match[str]) -> str:
-    start = match.start()
-    if start and match.string[start - 1] not in "[,-":  # inside a number such as 10.00001
-        return match[0]
-    digits = match[1]
-    return f"{digits[0]}.{digits[1:]}e-05" if len(digits) > 1 else f"{digits}e-05"
-
-
 def float_rows_text(probabilities: np.ndarray) -> list[str] | None:
-    """Each row's values as ``repr(v)`` joined by commas; None if one is not finite."""
+    """Each row's values joined by commas, spelled as in the JSON answer (orjson's shortest
+    round-trip digits: ``1e-7``, ``0.00001``); None if one is not finite."""
     text = orjson.dumps(probabilities.tolist()).decode()
-    if "null" in text:  # orjson writes NaN and infinity as null; repr would not
+    if "null" in text:  # orjson writes NaN and infinity as null
         return None
-    if "e-" in text:  # after each "e-" come the exponent's digits; one digit gets a 0
-        parts = text.split("e-")
-        parts[1:] = [p if p[1:2].isdigit() else "0" + p for p in parts[1:]]
-        text = "e-".join(parts)
-    if "0.0000" in text:
-        text = _FIVE_ZEROS.sub(_five_zeros, text)
     return text[2:-2].split("],[")
 
 
@@ -174,22 +154,16 @@ def csv_cell(value: Any) -> str:
 
 
 def predictions_csv(model: LoadedModel, x: np.ndarray, probabilities: np.ndarray) -> str:
-    """CSV answer: ``label``, one ``prob_<class>`` column per class, then ``warnings``."""
+    """CSV answer: ``label``, one ``prob_<class>`` column per class, then ``warnings``.
+
+    Labels and warnings are quoted as csv.writer quotes them; probabilities are spelled as in
+    the JSON answer (a float's shortest round-trip digits, which any CSV reader parses)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["label", *(f"prob_{k}" for k in model.class_keys), "warnings"])
     numbers = float_rows_text(probabilities)
-    if numbers is None:  # not reached (probabilities are checked finite); exact and slow
-        writer.writerows(
-            [label, *row, ";".join(warn)]
-            for label, row, warn in zip(
-                argmax_labels(model, probabilities),
-                probabilities.tolist(),
-                out_of_range_features(model, x),
-                strict=True,
-            )
-        )
-        return buffer.getvalue()
+    if numbers is None:  # the model's answers are checked finite before they get here
+        raise ValueError("probabilities must be finite to be written as CSV")
     cells = [csv_cell(label) for label in model.labels]
     labels = [cells[i] for i in probabilities.argmax(axis=1).tolist()]
     warnings = [""] * len(x)

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         None,
         description="If set, only bundles whose manifest carries a valid HMAC-SHA256 are served.",
     )
+    otel_telemetry: bool = Field(
+        False,
+        description="FastAPI's native OpenTelemetry spans, metrics and logs (they need an "
+        "OpenTelemetry SDK and providers, e.g. opentelemetry-instrument). Off, a request skips "
+        "FastAPI's look-up of the three global providers.",
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", description="Log level of the service and uvicorn."
     )

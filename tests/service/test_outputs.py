@@ -55,14 +55,16 @@ def reference_json(model: LoadedModel, x: np.ndarray, p: np.ndarray, top_k: int 
 
 
 def reference_csv(model: LoadedModel, x: np.ndarray, p: np.ndarray) -> str:
-    """The straightforward version: csv.writer, which writes floats with repr()."""
+    """The straightforward version: csv.writer for labels and warnings, and each probability
+    spelled as the JSON answer spells it."""
     outside = (x < model.feature_min) | (x > model.feature_max)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["label", *(f"prob_{k}" for k in model.class_keys), "warnings"])
     for i, row in enumerate(p.tolist()):
         names = [model.feature_names[j] for j in np.flatnonzero(outside[i]).tolist()]
-        writer.writerow([model.labels[int(np.argmax(p[i]))], *row, ";".join(names)])
+        numbers = [orjson.dumps(v).decode() for v in row]  # strings csv.writer never quotes
+        writer.writerow([model.labels[int(np.argmax(p[i]))], *numbers, ";".join(names)])
     return buffer.getvalue()
 
 
@@ -99,20 +101,24 @@ def test_answers_match_the_plain_versions(labels: list[Any], rows: int) -> None:
         assert outputs.predictions_csv(model, x, p) == reference_csv(model, x, p)
 
 
-def test_float_text_is_repr_across_magnitudes() -> None:
+def test_float_text_is_the_json_spelling_across_magnitudes() -> None:
     rng = np.random.default_rng(0)
     values = np.concatenate(
         [
             rng.random(20_000),
             10.0 ** rng.uniform(-46, 0, 20_000),  # every exponent, subnormals included
-            10.0 ** rng.uniform(-5, -4, 20_000),  # repr: 1.5e-05; orjson: 0.000015
+            10.0 ** rng.uniform(-5, -4, 20_000),  # orjson: 0.000015 (repr would say 1.5e-05)
             -rng.random(1_000),
             [0.0, -0.0, 1.0, 1e-5, 1e-4, 1e-6, 1e-10, 10.00001, 100.000051, 1e16, 1.5e17],
         ]
     ).astype(np.float32)
     values = values[: len(values) // 2 * 2].reshape(-1, 2)
-    expected = [f"{a!r},{b!r}" for a, b in values.tolist()]
-    assert outputs.float_rows_text(values) == expected
+    text = outputs.float_rows_text(values)
+    assert text == [
+        f"{orjson.dumps(a).decode()},{orjson.dumps(b).decode()}" for a, b in values.tolist()
+    ]
+    # Every value reads back as the float it was: the CSV answer loses nothing.
+    assert [[float(v) for v in row.split(",")] for row in text] == values.tolist()
 
 
 def test_float_text_refuses_non_finite_values() -> None:
