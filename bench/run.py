@@ -66,8 +66,14 @@ TARGETS = [
     ),
     Target(
         "unbatched",
-        "service, Keras runtime, one model call per request",
+        "service, Keras runtime, one compiled-graph call per request (no batching)",
         ["-m", "bench.serve", "bench.unbatched_app:create_app"],
+        {"MODEL_RUNTIME": "keras"},
+    ),
+    Target(
+        "eager",
+        "service, Keras runtime, the model called directly, model(x), per request",
+        ["-m", "bench.serve", "bench.unbatched_app:create_eager_app"],
         {"MODEL_RUNTIME": "keras"},
     ),
     Target(
@@ -90,6 +96,7 @@ class Config:
     smoke: bool
     targets: list[Target]
     command: str
+    pin: tuple[set[int], set[int]] | None = None  # (server CPUs, load generator CPUs)
 
 
 def parse_args(argv: list[str]) -> Config:
@@ -111,6 +118,13 @@ def parse_args(argv: list[str]) -> Config:
     )
     parser.add_argument(
         "--out", type=Path, help="results file (default bench/RESULTS.md; smoke: stdout only)"
+    )
+    parser.add_argument(
+        "--pin",
+        choices=["auto", "off"],
+        default="auto",
+        help="auto: with 2 or more CPUs, servers run on the last one and the load generator on "
+        "the others (steadier figures); off: the scheduler places both",
     )
     parser.add_argument(
         "--only", help="comma-separated targets: " + ",".join(t.key for t in TARGETS)
@@ -137,6 +151,7 @@ def parse_args(argv: list[str]) -> Config:
     if out is None and not args.smoke:
         out = ROOT / "bench" / "RESULTS.md"
     return Config(
+        pin=cpu_split() if args.pin == "auto" else None,
         runs=runs,
         seconds=seconds,
         warmup=1.0 if args.smoke else 2.0,
@@ -148,6 +163,17 @@ def parse_args(argv: list[str]) -> Config:
         targets=targets,
         command=" ".join(["python -m bench", *argv]),
     )
+
+
+def cpu_split() -> tuple[set[int], set[int]] | None:
+    """The last allowed CPU for the servers and the others for the load generator; None with
+    fewer than two CPUs or where affinity cannot be set."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return {cpus[-1]}, set(cpus[:-1])
 
 
 def ensure_bundle(artifacts: Path) -> Path:
@@ -203,7 +229,12 @@ def run_once(config: Config, bodies: Bodies, logs: Path, run: int) -> dict[str, 
     with contextlib.ExitStack() as stack:
         for target in order:  # one at a time, so that each start is timed alone
             env = {"ARTIFACTS_DIR": str(config.artifacts), "MODEL_NAME": MODEL, **target.env}
-            server = Server(target.module_args, env, logs / f"{target.key}-{run}.log")
+            server = Server(
+                target.module_args,
+                env,
+                logs / f"{target.key}-{run}.log",
+                cpus=None if config.pin is None else config.pin[0],
+            )
             stack.enter_context(server)
             servers[target.key] = server
             figures[target.key]["cold_s"] = server.wait_ready()
@@ -220,14 +251,19 @@ def run_once(config: Config, bodies: Bodies, logs: Path, run: int) -> dict[str, 
             figures[target.key]["rss_warm"] = server.rss_mb()
         for connections in CONNECTIONS:
             for target in order:
+                server = servers[target.key]
+                cpu_before = server.cpu_seconds()
                 result = runner(
-                    servers[target.key].url + "/predict",
+                    server.url + "/predict",
                     bodies.single,
                     "application/json",
                     connections,
                     config.seconds,
                 )
+                cpu_after = server.cpu_seconds()
                 f = figures[target.key]
+                if cpu_before is not None and cpu_after is not None and result.requests:
+                    f[f"cpu_us_c{connections}"] = (cpu_after - cpu_before) / result.requests * 1e6
                 f[f"rps_c{connections}"] = result.rps
                 f[f"p50_c{connections}"] = result.p50_ms
                 f[f"p99_c{connections}"] = result.p99_ms
@@ -260,6 +296,8 @@ def _stop_on_signal(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, _stop_on_signal)
+    if config.pin is not None:  # this process, and wrk started from it, on the load CPUs
+        os.sched_setaffinity(0, config.pin[1])
     version_dir = ensure_bundle(config.artifacts)
     bodies = make_bodies(version_dir)
     if config.generator == "python":

@@ -30,7 +30,13 @@ def free_port() -> int:
 class Server:
     """One server process (``python -m ...``) on a free loopback port, always stopped on exit."""
 
-    def __init__(self, module_args: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        module_args: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        cpus: set[int] | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.module_args = module_args
@@ -45,6 +51,7 @@ class Server:
             }
         )
         self.log_path = log_path
+        self.cpus = cpus
         self.process: subprocess.Popen[bytes] | None = None
         self.started = 0.0
 
@@ -58,8 +65,24 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=None if self.cpus is None else self._pin,
             )
         return self
+
+    def _pin(self) -> None:
+        """In the child, before exec: run on ``cpus`` only (threads started later inherit it)."""
+        assert self.cpus is not None
+        os.sched_setaffinity(0, self.cpus)
+
+    def cpu_seconds(self) -> float | None:
+        """User plus system CPU time of the server process so far (Linux), else None."""
+        if self.process is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def wait_ready(self, timeout: float = 120.0) -> float:
         """Seconds from process start to the first ``/readyz`` 200 (polled every 5 ms)."""

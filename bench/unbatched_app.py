@@ -1,7 +1,10 @@
 """The service on the Keras runtime with batching turned off: one model call per request.
 
 Same app, same runtime, same worker thread; only the batcher is replaced by one that calls the
-model once for every request, to show what adaptive batching gains.
+model once for every request, to show what adaptive batching gains. Two model calls:
+
+- :func:`create_app`: the runtime's compiled graph, as the batcher calls it (batching alone);
+- :func:`create_eager_app`: the Keras model called directly, ``model(x)``, op by op.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from fastapi import FastAPI
 
 import service.model
 from service.app import create_app as create_service_app
+from service.runtimes.keras import KerasRuntime
 
 
 class OnePerRequest:
@@ -49,3 +53,9 @@ def create_app() -> FastAPI:
     """The service (Keras runtime expected: ``MODEL_RUNTIME=keras``) without batching."""
     service.model.AdaptiveBatcher = OnePerRequest  # type: ignore[misc,assignment]
     return create_service_app()
+
+
+def create_eager_app() -> FastAPI:
+    """The service without batching, calling the Keras model directly for every request."""
+    KerasRuntime.predict = KerasRuntime.predict_eager  # type: ignore[method-assign]
+    return create_app()

@@ -154,3 +154,22 @@ def test_litert_path_imports_no_tensorflow_keras_or_sklearn(artifacts_copy: Path
     label, heavy = done.stdout.split()[-2:]
     assert label == "setosa"
     assert heavy == "none"
+
+
+@pytest.mark.slow
+def test_keras_graph_matches_the_model_called_directly_for_any_row_count(
+    iris_bundle: Path, binary_bundle: Path
+) -> None:
+    """The Keras runtime's compiled graph gives the eager call's answers, traced only once."""
+    from service.runtimes.keras import KerasRuntime
+
+    rng = np.random.default_rng(7)
+    for version_dir in (iris_bundle, binary_bundle):
+        runtime = KerasRuntime((version_dir / "model.keras").read_bytes())
+        for rows in (1, 2, 31, 257, 10_000):
+            x = rng.normal(size=(rows, runtime.input_width)).astype(np.float32) * 3
+            graph, eager = runtime.predict(x), runtime.predict_eager(x)
+            assert graph.shape == (rows, runtime.output_width)
+            np.testing.assert_allclose(graph, eager, atol=1e-6)
+        # One concrete function for every batch size: a new row count never retraces.
+        assert runtime._graph.experimental_get_tracing_count() == 1
