@@ -86,3 +86,13 @@ def test_small_json_fast_path_agrees_with_numpy(monkeypatch: pytest.MonkeyPatch)
         ]
         fast, exact = fast_and_exact(monkeypatch, inputs.rows_matrix, rows, FEATURES, "instances")
         assert fast == exact, rows
+
+
+@pytest.mark.parametrize("rows", [1, 12])  # the exact path and the fast one
+def test_csv_digit_grouping_is_not_a_number(rows: int) -> None:
+    """Python's float() reads "1_0" as 10; the CSV reader names the cell instead."""
+    lines = [",".join(FEATURES)] + ["5.1,3.5,1.4,0.2"] * (rows - 1) + ["5.1,1_0,1.4,0.2"]
+    with pytest.raises(
+        inputs.InvalidInput, match=rf"CSV row {rows}, column 'sepal_width' is not a number"
+    ):
+        inputs.parse_csv_body("\n".join(lines).encode(), SCHEMA)
