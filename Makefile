@@ -44,7 +44,9 @@ format: install
 ## Load benchmark (bench/RESULTS.md): trains the Iris bundle if missing, installs wrk if it can.
 bench: install
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
-		&& apt-get install -y -qq wrk >/dev/null 2>&1; } || echo "wrk not installed: the benchmark uses its slower asyncio client"
+		&& { apt-get install -y -qq wrk >/dev/null 2>&1 \
+		|| { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk >/dev/null 2>&1; }; }; } \
+		|| echo "wrk not installed: the benchmark uses its slower asyncio client"
 	$(PY) -m bench
 
 ## Hostile input, schemathesis, fuzzing, broken bundles, overload, shutdown and pip-audit, with

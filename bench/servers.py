@@ -65,14 +65,12 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=None if self.cpus is None else self._pin,
             )
+        if self.cpus is not None:
+            # Right after exec, long before the interpreter starts any thread (its threads
+            # inherit the mask). Not preexec_fn: unsafe in a parent with threads (numpy's).
+            os.sched_setaffinity(self.process.pid, self.cpus)
         return self
-
-    def _pin(self) -> None:
-        """In the child, before exec: run on ``cpus`` only (threads started later inherit it)."""
-        assert self.cpus is not None
-        os.sched_setaffinity(0, self.cpus)
 
     def cpu_seconds(self) -> float | None:
         """User plus system CPU time of the server process so far (Linux), else None."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -96,10 +97,30 @@ def _openapi_for_model(app: FastAPI, base: Any) -> Any:
 
 
 def _telemetry(settings: Settings) -> dict[str, bool]:
-    """FastAPI's OpenTelemetry options: its defaults when OTEL_TELEMETRY is on, else all off."""
+    """FastAPI's OpenTelemetry options: its defaults when OTEL_TELEMETRY is on, else all off
+    (with a warning when the environment looks set up for OpenTelemetry)."""
     if settings.otel_telemetry:
         return {}
+    asked = opentelemetry_variable(os.environ)
+    if asked is not None:
+        log.warning(
+            "%s is set but OTEL_TELEMETRY is off: FastAPI records no OpenTelemetry spans, "
+            "metrics or logs; set OTEL_TELEMETRY=true to turn them on",
+            asked,
+        )
     return {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+
+
+def opentelemetry_variable(environ: Mapping[str, str]) -> str | None:
+    """The first variable that configures OpenTelemetry (``OTEL_*``, FastAPI's auto-configure),
+    OTEL_TELEMETRY itself aside; None when there is none."""
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper == "FASTAPI_OTEL_AUTO_CONFIGURE" and environ[name].lower() == "true":
+            return name
+        if upper.startswith("OTEL_") and upper != "OTEL_TELEMETRY":
+            return name
+    return None
 
 
 def _hot_route_first(app: FastAPI, path: str) -> None:

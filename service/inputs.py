@@ -308,12 +308,9 @@ def parse_csv_body(body: bytes, schema: Schema) -> Parsed:
             raise MalformedBody(f"CSV row {i + 1} has {len(row)} fields; the header has {width}")
     order = [header.index(f) for f in schema.features]
     try:
-        # float() reads "1_0" as 10 (Python's digit grouping); no CSV writer means that.
-        matrix = (
-            None
-            if any("_" in cell for row in rows for cell in row)
-            else np.array(rows, dtype=np.float64)
-        )
+        # float() also reads "1_0" (as 10) and non-ASCII digits ("\\u0665"); no CSV writer means them.
+        strange = any("_" in line or not line.isascii() for line in lines[1:])
+        matrix = None if strange else np.array(rows, dtype=np.float64)
     except ValueError:
         matrix = None
     if matrix is None or not np.isfinite(matrix).all() or np.abs(matrix).max() > MAX_ABS_VALUE:
@@ -364,7 +361,7 @@ def _explain_csv(rows: list[list[str]], header: list[str]) -> None:
         for j, cell in enumerate(row):
             where = f"CSV row {i + 1}, column {header[j][:64]!r}"
             try:
-                if "_" in cell:
+                if "_" in cell or not cell.isascii():
                     raise ValueError(cell)
                 number = float(cell)
             except ValueError:

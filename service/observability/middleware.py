@@ -13,7 +13,6 @@ cancels the predictions past theirs.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import re
 import time
@@ -41,22 +40,14 @@ UNMATCHED_ROUTE = "unmatched"
 _DEADLINE_SLACK = 0.001
 
 
-class RequestIds:
-    """Request ids: the client's ``X-Request-ID`` when it is safe to log and echo, else a new
-    one, 32 hex digits: a random prefix drawn per process, then a counter (unique, and a
-    tenth of the cost of drawing 16 random bytes per request)."""
-
-    def __init__(self) -> None:
-        self._prefix = os.urandom(8).hex()
-        self._next = itertools.count(1).__next__
-
-    def __call__(self, headers: list[tuple[bytes, bytes]]) -> str:
-        for name, value in headers:
-            if name == REQUEST_ID_HEADER:
-                if _VALID_REQUEST_ID(value):
-                    return value.decode("ascii")
-                break
-        return f"{self._prefix}{self._next():016x}"
+def request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's ``X-Request-ID`` when it is safe to log and echo, else a new random one."""
+    for name, value in headers:
+        if name == REQUEST_ID_HEADER:
+            if _VALID_REQUEST_ID(value):
+                return value.decode("ascii")
+            break
+    return os.urandom(16).hex()
 
 
 def route_templates(app: Any) -> list[tuple[re.Pattern[str], str]]:
@@ -139,7 +130,6 @@ class RequestMiddleware:
         self.in_flight = 0
         self.metrics = get_metrics()
         self.access_log = AccessLog()
-        self.request_id = RequestIds()
         self._templates: list[tuple[re.Pattern[str], str]] | None = None
         self._busy = Overloaded(
             f"{max_concurrency} prediction requests are in flight (MAX_CONCURRENCY); retry shortly"
@@ -172,7 +162,7 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        context = RequestContext(self.request_id(scope["headers"]))
+        context = RequestContext(request_id(scope["headers"]))
         token = current_request.set(context)
         exchange = _Exchange(send, (REQUEST_ID_HEADER, context.request_id.encode("ascii")))
         admitted = False

@@ -1,11 +1,15 @@
-"""How the app is put together for speed: route order, FastAPI telemetry, request ids."""
+"""How the app is put together: route order, FastAPI telemetry, request ids."""
 
 from __future__ import annotations
 
+import logging
 import re
 
+import pytest
+
 from service import Settings, create_app
-from service.observability.middleware import RequestIds
+from service.app import opentelemetry_variable
+from service.observability.middleware import request_id
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
 
@@ -25,16 +29,31 @@ def test_fastapi_telemetry_is_off_unless_asked_for() -> None:
     assert on["tracing"] and on["metrics"] and on["logs"]
 
 
+def test_a_warning_when_opentelemetry_is_configured_but_off(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert opentelemetry_variable({"OTEL_TELEMETRY": "false", "PATH": "/bin"}) is None
+    assert opentelemetry_variable({"FASTAPI_OTEL_AUTO_CONFIGURE": "false"}) is None
+    assert (
+        opentelemetry_variable({"FASTAPI_OTEL_AUTO_CONFIGURE": "True"})
+        == "FASTAPI_OTEL_AUTO_CONFIGURE"
+    )
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "iris")
+    with caplog.at_level(logging.WARNING, logger="service"):
+        create_app(Settings())
+    assert "OTEL_SERVICE_NAME is set but OTEL_TELEMETRY is off" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="service"):
+        create_app(Settings(otel_telemetry=True))
+    assert "OTEL_TELEMETRY" not in caplog.text
+
+
 def test_generated_request_ids_are_unique_and_safe() -> None:
-    ids = RequestIds()
-    made = [ids([]) for _ in range(1000)]
+    made = [request_id([]) for _ in range(1000)]
     assert len(set(made)) == 1000
     assert all(GENERATED.fullmatch(i) for i in made)
-    other = RequestIds()([])  # another process (worker) draws another prefix
-    assert other[:16] != made[0][:16]
 
 
 def test_a_valid_client_request_id_is_kept() -> None:
-    ids = RequestIds()
-    assert ids([(b"host", b"x"), (b"x-request-id", b"abc-1.2:3_Z")]) == "abc-1.2:3_Z"
-    assert GENERATED.fullmatch(ids([(b"x-request-id", b"bad id")]))
+    assert request_id([(b"host", b"x"), (b"x-request-id", b"abc-1.2:3_Z")]) == "abc-1.2:3_Z"
+    assert GENERATED.fullmatch(request_id([(b"x-request-id", b"bad id")]))

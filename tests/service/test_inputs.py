@@ -88,10 +88,12 @@ def test_small_json_fast_path_agrees_with_numpy(monkeypatch: pytest.MonkeyPatch)
         assert fast == exact, rows
 
 
+@pytest.mark.parametrize("cell", ["1_0", "\u0665", "\uff15.\uff11", "1.5\u00a0"])
 @pytest.mark.parametrize("rows", [1, 12])  # the exact path and the fast one
-def test_csv_digit_grouping_is_not_a_number(rows: int) -> None:
-    """Python's float() reads "1_0" as 10; the CSV reader names the cell instead."""
-    lines = [",".join(FEATURES)] + ["5.1,3.5,1.4,0.2"] * (rows - 1) + ["5.1,1_0,1.4,0.2"]
+def test_csv_cells_python_alone_reads_are_not_numbers(rows: int, cell: str) -> None:
+    """Python's float() reads "1_0" as 10 and Arabic-Indic or full-width digits as digits; the
+    CSV reader names the cell instead."""
+    lines = [",".join(FEATURES)] + ["5.1,3.5,1.4,0.2"] * (rows - 1) + [f"5.1,{cell},1.4,0.2"]
     with pytest.raises(
         inputs.InvalidInput, match=rf"CSV row {rows}, column 'sepal_width' is not a number"
     ):
