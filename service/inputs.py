@@ -308,7 +308,7 @@ def parse_csv_body(body: bytes, schema: Schema) -> Parsed:
             raise MalformedBody(f"CSV row {i + 1} has {len(row)} fields; the header has {width}")
     order = [header.index(f) for f in schema.features]
     try:
-        # float() also reads "1_0" (as 10) and non-ASCII digits ("\\u0665"); no CSV writer means them.
+        # float() also reads "1_0" (as 10) and non-ASCII digits ("\u0665"); no CSV writer means them.
         strange = any("_" in line or not line.isascii() for line in lines[1:])
         matrix = None if strange else np.array(rows, dtype=np.float64)
     except ValueError:
