@@ -12,8 +12,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
 
 from service.api import admin, health, metrics, predict, tfserving, v2
+from service.dispatch import ServiceApp
 from service.errors import Overloaded, ServiceError
 from service.http import JSONBytes
 from service.observability.metrics import RegistryMetrics
@@ -123,21 +125,22 @@ def opentelemetry_variable(environ: Mapping[str, str]) -> str | None:
     return None
 
 
-def _hot_route_first(app: FastAPI, path: str) -> None:
-    """Move the route of ``path`` to the front: requests are matched against routes in order,
-    and FastAPI adds its documentation routes (four of them) before any of the app's."""
+def _hot_route_first(app: FastAPI, path: str) -> BaseRoute:
+    """Move the route of ``path`` to the front and return it: requests are matched against
+    routes in order, and FastAPI adds its documentation routes (four) before any of the app's."""
     routes = app.router.routes
     for index, route in enumerate(routes):
         if getattr(route, "path", None) == path:
             routes.insert(0, routes.pop(index))
-            return
+            return route
+    raise LookupError(f"no route {path}")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> ServiceApp:
     """Build the service for ``settings`` (default: read from the environment)."""
     settings = settings or Settings()
     logging.getLogger("service").setLevel(settings.log_level.upper())
-    app = FastAPI(
+    app = ServiceApp(
         title="Keras classifier service",
         summary="Decoded labels and per-class probabilities from a verified Keras bundle.",
         version="0.1.0",
@@ -156,9 +159,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.admin_token is not None:
         app.include_router(admin.router)
     app.openapi = _openapi_for_model(app, app.openapi)  # type: ignore[method-assign]
-    _hot_route_first(app, "/predict")
-    app.add_middleware(
-        RequestMiddleware,
+    hot = _hot_route_first(app, "/predict")
+    # FastAPI's telemetry observes the requests it routes: with it on, /predict is routed too.
+    app.hot_route = None if settings.otel_telemetry else hot
+    app.request_layer = RequestMiddleware(
+        app.dispatch,
         max_concurrency=settings.max_concurrency,
         timeout_seconds=settings.request_timeout_seconds,
     )
