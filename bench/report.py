@@ -100,10 +100,6 @@ GOALS = [
         "keras", "rps_c32", 10.0, higher=True, versus="unbatched", context=True,
     ),
     Goal(
-        "(3, the most batching alone could give: the ceiling against that same call once per request)",
-        "ceiling", "rps_c32", 10.0, higher=True, versus="unbatched", context=True,
-    ),
-    Goal(
         "(3 against the tutorial's model.predict per request)",
         "keras", "rps_c32", 10.0, higher=True, versus="tutorial", context=True,
     ),

@@ -78,3 +78,16 @@ def test_python_load_generator_counts_failures() -> None:
     result = run_python(f"http://127.0.0.1:{free_port()}/predict", b"{}", "application/json", 2, 1)
     assert result.requests == 0
     assert result.errors >= 1
+
+
+@pytest.mark.slow
+def test_in_process_costs_are_measured_for_every_app(iris_bundle: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.inprocess", "--rounds", "1", "--requests", "300",
+         "--artifacts", str(iris_bundle.parent.parent)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split() for line in done.stdout.splitlines()[1:]]
+    assert [row[0] for row in rows] == ["ceiling", "bare", "quiet", "full"]
+    assert all(0 < float(row[2]) < 100_000 for row in rows)  # microseconds per request
