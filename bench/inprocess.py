@@ -10,7 +10,7 @@ usage: python -m bench.inprocess [--rounds N] [--requests N] [--artifacts DIR]
 from __future__ import annotations
 
 import argparse
-import gc
+import importlib
 import json
 import logging.config
 import os
@@ -32,14 +32,13 @@ VARIANTS = {
 BODY = json_body([[5.1, 3.5, 1.4, 0.2]])
 
 
-def _app(variant: str):
-    if variant == "ceiling":
-        from bench.ceiling_app import create_app
-    elif variant == "bare":
-        from bench.bare_app import create_app
-    else:
-        from service.app import create_app
-    return create_app()
+# The module whose create_app() each variant serves.
+MODULES = {
+    "ceiling": "bench.ceiling_app",
+    "bare": "bench.bare_app",
+    "quiet": "service.app",
+    "full": "service.app",
+}
 
 
 async def _measure(app, requests: int) -> float:
@@ -81,6 +80,7 @@ def _child(variant: str, requests: int, log_path: str) -> None:
     """One round in this process: print the CPU microseconds per request."""
     if variant == "quiet":
         os.environ["LOG_LEVEL"] = "warning"
+    from service.__main__ import freeze_imports, runtime_modules
     from service.observability.logs import log_config
     from service.settings import Settings
 
@@ -88,9 +88,10 @@ def _child(variant: str, requests: int, log_path: str) -> None:
         os.dup2(log.fileno(), 1)
     sys.stdout = os.fdopen(1, "w", closefd=False)
     logging.config.dictConfig(log_config(Settings().log_level))
-    app = _app(variant)
-    gc.collect()
-    gc.freeze()  # as python -m service does
+    # Imports frozen out of garbage collection before the app is built, as python -m service
+    # and bench.serve do.
+    freeze_imports([MODULES[variant], *runtime_modules(Settings())], 1)
+    app = importlib.import_module(MODULES[variant]).create_app()
     import uvloop
 
     seconds = uvloop.run(_measure(app, requests))
