@@ -6,6 +6,7 @@ reads it through :func:`verify_manifest` and :func:`read_metadata`. This package
 only the standard library, numpy and pydantic.
 """
 
+from bundle import columns
 from bundle.errors import BundleError
 from bundle.layout import (
     CONFUSION_MATRIX_PNG,
@@ -21,7 +22,9 @@ from bundle.layout import (
 )
 from bundle.manifest import sha256_file, verify_manifest, write_manifest
 from bundle.metadata import (
+    CORE_LAYER,
     FORMAT_VERSION,
+    READABLE_FORMATS,
     FeatureStats,
     Metadata,
     Reference,
@@ -32,6 +35,7 @@ from bundle.versions import list_versions, model_dir, new_staging_dir, publish_v
 
 __all__ = [
     "CONFUSION_MATRIX_PNG",
+    "CORE_LAYER",
     "FORMAT_VERSION",
     "LABEL_ENCODER",
     "MANIFEST",
@@ -39,6 +43,7 @@ __all__ = [
     "METRICS_JSON",
     "MODEL_KERAS",
     "MODEL_TFLITE",
+    "READABLE_FORMATS",
     "REPORT_DIR",
     "REQUIRED_FILES",
     "TEMP_PREFIX",
@@ -46,6 +51,7 @@ __all__ = [
     "FeatureStats",
     "Metadata",
     "Reference",
+    "columns",
     "list_versions",
     "model_dir",
     "new_staging_dir",

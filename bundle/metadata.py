@@ -9,22 +9,63 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bundle.columns import BOOLEAN_VOCABULARY, Kind
 from bundle.errors import BundleError
 from bundle.layout import METADATA
 
-FORMAT_VERSION = 1
+# 2: typed features (kinds, blanks, vocabularies), a dict-input model.keras with its core
+# model inside, raw reference rows, a decision threshold for binary targets.
+# 1: numeric features only, model.keras takes one float matrix. Still read and served.
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
+# The layer of a format-2 model.keras that takes the encoded matrix (what model.tflite is).
+CORE_LAYER = "core"
 
 # A label as JSON carries it: LabelEncoder classes may be strings, integers, floats or booleans.
 Label = bool | int | float | str
 
 
 class FeatureStats(BaseModel):
-    """Training-split statistics of one input feature."""
+    """One input feature: its kind and its training-split statistics.
 
-    name: str
-    min: float
-    max: float
-    mean: float
+    Numeric and boolean features have a range, a mean and the median a blank is imputed with
+    (booleans as 0/1); categorical ones have a vocabulary instead (see :mod:`bundle.columns`).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    kind: Kind = "numeric"
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    median: float | None = Field(None, description="what a blank is imputed with")
+    nullable: bool = Field(False, description="training saw blanks; a blank is answered")
+    missing: int = Field(0, ge=0, description="blank cells in the training split")
+    vocabulary: list[str] | None = Field(
+        None, description="categorical: known categories; index i+1 in the core, 0 unseen"
+    )
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> FeatureStats:
+        if self.kind == "categorical":
+            if not self.vocabulary:
+                raise ValueError(f"categorical feature {self.name!r} has no vocabulary")
+            if len(set(self.vocabulary)) != len(self.vocabulary):
+                raise ValueError(f"vocabulary of {self.name!r} repeats a category")
+            return self
+        if None in (self.min, self.max, self.mean):
+            raise ValueError(f"{self.kind} feature {self.name!r} needs min, max and mean")
+        if self.kind == "boolean" and self.vocabulary not in (None, BOOLEAN_VOCABULARY):
+            raise ValueError(f"boolean feature {self.name!r} has vocabulary false, true")
+        return self
+
+    @property
+    def fill(self) -> float:
+        """The value a blank numeric or boolean cell is imputed with."""
+        value = self.median if self.median is not None else self.mean
+        assert value is not None
+        return value
 
 
 class Reference(BaseModel):
@@ -34,7 +75,9 @@ class Reference(BaseModel):
     answers differ: a model that does not reproduce its own training is never served.
     """
 
-    inputs: list[list[float]] = Field(min_length=1)
+    inputs: list[list[bool | float | str | None]] = Field(
+        min_length=1, description="raw values in feature order (format 1: numbers only)"
+    )
     probabilities: list[list[float]] = Field(min_length=1)
     tolerance: float = Field(1e-4, gt=0)
 
@@ -68,14 +111,28 @@ class Metadata(BaseModel):
         "it describes, so a model file swapped under a rewritten manifest is still refused",
     )
     reference: Reference | None = None
+    threshold: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="binary: the probability of classes[1] at or above which it is the label",
+    )
+    columns_left_out: dict[str, str] = Field(
+        {}, description="columns of the table not used as features, with the reason"
+    )
     library_versions: dict[str, str] = {}
     data_sha256: str
     training: dict[str, int | float | str | None] = {}
 
     @model_validator(mode="after")
     def _consistent(self) -> Metadata:
-        if self.format_version != FORMAT_VERSION:
-            raise ValueError(f"format_version {self.format_version} is not {FORMAT_VERSION}")
+        if self.format_version not in READABLE_FORMATS:
+            readable = " or ".join(map(str, READABLE_FORMATS))
+            raise ValueError(f"format_version {self.format_version} is not {readable}")
+        if self.format_version == 1 and not self.all_numeric:
+            raise ValueError("format 1 has numeric features without blanks only")
+        if self.threshold is not None and self.task != "binary":
+            raise ValueError("a threshold applies to binary targets only")
         names = [f.name for f in self.features]
         if len(set(names)) != len(names):
             raise ValueError("feature names repeat")
@@ -94,6 +151,11 @@ class Metadata(BaseModel):
     def feature_names(self) -> list[str]:
         """Feature names in the order the model expects them."""
         return [f.name for f in self.features]
+
+    @property
+    def all_numeric(self) -> bool:
+        """Numeric features that had no blanks: a request is a plain matrix of numbers."""
+        return all(f.kind == "numeric" and not f.nullable for f in self.features)
 
 
 def write_metadata(directory: Path, metadata: Metadata) -> None:

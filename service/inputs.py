@@ -1,7 +1,9 @@
 """Request bodies to a validated float32 matrix: JSON rows, JSON records or CSV. No HTTP here.
 
-Strict: numbers only (no strings, booleans or nulls), every value finite, every feature named
-once. Messages name the row and feature at fault and never echo the input back.
+A model whose features are all numeric and never blank (format 1, or Iris) takes numbers only,
+read by the fast paths below. A model with typed features (text, true/false, blanks) reads each
+feature's column through :mod:`service.typed`. Either way: every value finite, every feature
+named once; messages name the row and feature at fault and never echo the input back.
 """
 
 from __future__ import annotations
@@ -20,11 +22,16 @@ import numpy as np
 import orjson
 
 from service.errors import InvalidInput, MalformedBody, PayloadTooLarge
+from service.typed import (
+    MAX_ABS_VALUE,
+    Notes,
+    TypedSchema,
+    encode,
+    encode_csv_cells,
+    kind_name,
+)
 
 _NUMBER_TYPES = frozenset({int, float})
-# The largest magnitude accepted. Far beyond any training range, yet far enough below float32's
-# 3.4e38 that the network cannot overflow: near that limit its probabilities come out NaN.
-MAX_ABS_VALUE = 1e15
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
@@ -35,6 +42,7 @@ class Schema:
     features: Sequence[str]
     max_rows: int
     n_classes: int
+    typed: TypedSchema | None = None  # None: numbers only
 
 
 @dataclass
@@ -43,6 +51,7 @@ class Parsed:
 
     x: np.ndarray
     top_k: int | None = None
+    notes: Notes | None = None  # warnings by row from reading typed values
 
 
 # -- JSON -------------------------------------------------------------------------------------
@@ -159,20 +168,54 @@ def parse_json_body(body: bytes, schema: Schema) -> Parsed:
         )
     if "instances" not in document:
         raise InvalidInput("missing field 'instances'")
-    return Parsed(
-        instances_matrix(document["instances"], schema, "instances"),
-        _check_top_k(document.get("top_k"), schema.n_classes),
-    )
+    x, notes = read_instances(document["instances"], schema, "instances")
+    return Parsed(x, _check_top_k(document.get("top_k"), schema.n_classes), notes)
 
 
-def instances_matrix(instances: Any, schema: Schema, where: str) -> np.ndarray:
-    """A list of rows (feature order) or of records (feature names) as a float32 matrix."""
+def read_instances(instances: Any, schema: Schema, where: str) -> tuple[np.ndarray, Notes | None]:
+    """Rows or records as the model's matrix, with warnings by row for a typed model."""
+    if schema.typed is None:
+        return instances_matrix(instances, schema, where), None
+    _check_instances(instances, schema, where)
+    if isinstance(instances[0], dict):
+        _check_records(instances, schema.features, where)
+        columns = [list(map(operator.itemgetter(f), instances)) for f in schema.features]
+        return encode(columns, schema.typed, lambda i, j: f"{where}[{i}].{schema.features[j]}")
+    return read_rows(instances, schema, where)
+
+
+def read_rows(rows: list[Any], schema: Schema, where: str) -> tuple[np.ndarray, Notes | None]:
+    """Rows of values in feature order; numbers only unless the schema is typed."""
+    if schema.typed is None:
+        return rows_matrix(rows, schema.features, where), None
+    _check_rows(rows, schema.features, where)
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in schema.features]
+    return encode(columns, schema.typed, lambda i, j: f"{where}[{i}][{j}] ({schema.features[j]})")
+
+
+def read_columns(
+    columns: list[list[Any]], schema: Schema, where: str
+) -> tuple[np.ndarray, Notes | None]:
+    """One list of values per feature (in feature order), all of one length."""
+    if schema.typed is None:
+        rows = [list(row) for row in zip(*columns, strict=True)]
+        return rows_matrix(rows, schema.features, where), None
+    return encode(columns, schema.typed, lambda i, j: f"{where}.{schema.features[j]}[{i}]")
+
+
+def _check_instances(instances: Any, schema: Schema, where: str) -> None:
     if not isinstance(instances, list):
         raise InvalidInput(f"{where} must be an array of rows or records")
     if not instances:
         raise InvalidInput(f"{where} is empty; send at least one row")
     if len(instances) > schema.max_rows:
         raise PayloadTooLarge(f"{where} has {len(instances)} rows; the limit is {schema.max_rows}")
+
+
+def instances_matrix(instances: Any, schema: Schema, where: str) -> np.ndarray:
+    """A list of rows (feature order) or of records (feature names) of numbers as a float32
+    matrix."""
+    _check_instances(instances, schema, where)
     if isinstance(instances[0], dict):
         return _records_matrix(instances, schema.features, where)
     return rows_matrix(instances, schema.features, where)
@@ -180,6 +223,11 @@ def instances_matrix(instances: Any, schema: Schema, where: str) -> np.ndarray:
 
 def rows_matrix(rows: list[Any], features: Sequence[str], where: str) -> np.ndarray:
     """Rows of numbers in feature order."""
+    _check_rows(rows, features, where)
+    return _to_matrix(rows, lambda i, j: f"{where}[{i}][{j}] ({features[j]})")
+
+
+def _check_rows(rows: list[Any], features: Sequence[str], where: str) -> None:
     width = len(features)
     for i, row in enumerate(rows):
         if type(row) is not list:
@@ -190,10 +238,20 @@ def rows_matrix(rows: list[Any], features: Sequence[str], where: str) -> np.ndar
             raise InvalidInput(
                 f"{where}[{i}] has {len(row)} values; the model takes {width}: {', '.join(features)}"
             )
-    return _to_matrix(rows, lambda i, j: f"{where}[{i}][{j}] ({features[j]})")
 
 
 def _records_matrix(records: list[Any], features: Sequence[str], where: str) -> np.ndarray:
+    _check_records(records, features, where)
+    getter = operator.itemgetter(*features)
+    rows = (
+        [list(getter(r)) for r in records]
+        if len(features) > 1
+        else [[r[features[0]]] for r in records]
+    )
+    return _to_matrix(rows, lambda i, j: f"{where}[{i}].{features[j]}")
+
+
+def _check_records(records: list[Any], features: Sequence[str], where: str) -> None:
     expected = set(features)
     for i, record in enumerate(records):
         if type(record) is not dict:
@@ -205,14 +263,9 @@ def _records_matrix(records: list[Any], features: Sequence[str], where: str) -> 
             if unknown:
                 raise InvalidInput(f"{where}[{i}] has unknown feature {unknown[0][:64]!r}")
             missing = [f for f in features if f not in record]
-            raise InvalidInput(f"{where}[{i}] is missing feature {missing[0]!r}")
-    getter = operator.itemgetter(*features)
-    rows = (
-        [list(getter(r)) for r in records]
-        if len(features) > 1
-        else [[r[features[0]]] for r in records]
-    )
-    return _to_matrix(rows, lambda i, j: f"{where}[{i}].{features[j]}")
+            raise InvalidInput(
+                f"{where}[{i}] is missing feature {missing[0]!r} (send null for a blank)"
+            )
 
 
 def _to_matrix(rows: list[list[Any]], locate: Any) -> np.ndarray:
@@ -234,14 +287,12 @@ def _to_matrix(rows: list[list[Any]], locate: Any) -> np.ndarray:
         for j, value in enumerate(row):
             kind = type(value)
             if kind not in _NUMBER_TYPES:
-                name = {
-                    str: "a string",
-                    bool: "a boolean",
-                    type(None): "null",
-                    list: "an array",
-                    dict: "an object",
-                }.get(kind, kind.__name__)
-                raise InvalidInput(f"{locate(i, j)} must be a number, not {name}")
+                hint = (
+                    " (the model saw no blanks in training; MISSING_VALUES=impute answers them)"
+                    if value is None
+                    else ""
+                )
+                raise InvalidInput(f"{locate(i, j)} must be a number, not {kind_name(value)}{hint}")
             try:
                 number = float(value)
             except OverflowError:
@@ -288,7 +339,7 @@ def parse_csv_body(body: bytes, schema: Schema) -> Parsed:
         lines.pop()
     if not lines:
         raise MalformedBody("empty CSV body; send a header row and at least one data row")
-    fast = _plain_csv(lines, schema) if len(lines) > _SMALL else None
+    fast = _plain_csv(lines, schema) if len(lines) > _SMALL and schema.typed is None else None
     if fast is not None:
         return Parsed(fast)
     try:
@@ -307,6 +358,14 @@ def parse_csv_body(body: bytes, schema: Schema) -> Parsed:
         if len(row) != width:
             raise MalformedBody(f"CSV row {i + 1} has {len(row)} fields; the header has {width}")
     order = [header.index(f) for f in schema.features]
+    if schema.typed is not None:
+        columns = [[row[k] for row in rows] for k in order]
+        x, notes = encode_csv_cells(
+            columns,
+            schema.typed,
+            lambda i, j: f"CSV row {i + 1}, column {schema.features[j][:64]!r}",
+        )
+        return Parsed(x, notes=notes)
     try:
         # float() also reads "1_0" (as 10) and non-ASCII digits ("\u0665"); no CSV writer means them.
         strange = any("_" in line or not line.isascii() for line in lines[1:])

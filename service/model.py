@@ -19,6 +19,7 @@ from service import encoder, runtimes
 from service.batching import AdaptiveBatcher
 from service.errors import BundleRejected, InvalidInput
 from service.observability import observe_batch, observe_prediction
+from service.typed import MissingValues, TypedSchema, encode
 
 log = logging.getLogger("service.model")
 
@@ -65,6 +66,24 @@ class LoadedModel:
     feature_max: np.ndarray
     report: dict | None = None  # report/metrics.json, verified with the rest
     batcher: AdaptiveBatcher | None = None
+    # How requests are read: None for numbers only (numeric features that had no blanks, and
+    # MISSING_VALUES=refuse); else the typed encoder.
+    typed: TypedSchema | None = None
+    # The typed encoder under the service's MISSING_VALUES, whatever the kinds: protocols that
+    # send one tensor per feature read through it even for an all-numeric model.
+    codec: TypedSchema | None = None
+    threshold: float | None = None  # binary: P(classes[1]) at or above which it is the label
+
+    @property
+    def numeric_only(self) -> bool:
+        """Every feature is a number: the protocols' single float tensor form applies."""
+        return all(f.kind == "numeric" for f in self.metadata.features)
+
+    def label_indices(self, probabilities: np.ndarray) -> list[int]:
+        """The class index of each row: argmax, or the binary threshold when one is set."""
+        if self.threshold is None:
+            return probabilities.argmax(axis=1).tolist()
+        return (probabilities[:, 1] >= self.threshold).astype(np.int64).tolist()
 
     @property
     def n_features(self) -> int:
@@ -125,6 +144,7 @@ def load_version(
     signing_key: str | None = None,
     max_batch_rows: int = 10_000,
     batch_wait_ms: float = 0.0,
+    missing_values: MissingValues = "refuse",
 ) -> LoadedModel:
     """Verify a bundle version and load it; raise :class:`BundleRejected` with the reason."""
     try:
@@ -151,8 +171,9 @@ def load_version(
             _read_verified(directory, bundle.LABEL_ENCODER, digests), metadata.classes
         )
         try:
+            core = bundle.CORE_LAYER if metadata.format_version >= 2 else None
             engine = runtimes.load(
-                chosen, _read_verified(directory, model_file, digests), directory / model_file
+                chosen, _read_verified(directory, model_file, digests), directory / model_file, core
             )
         except BundleRejected:
             raise
@@ -170,6 +191,8 @@ def load_version(
         raise BundleRejected(f"cannot read the bundle: {exc.strerror or exc}") from None
 
     features = metadata.features
+    codec = TypedSchema.of(features, missing_values)
+    typed = None if metadata.all_numeric and missing_values == "refuse" else codec
     if engine.input_width != len(features):
         raise BundleRejected(
             f"{model_file} takes {engine.input_width} features; metadata lists {len(features)}"
@@ -188,11 +211,20 @@ def load_version(
         labels=labels.tolist(),
         class_keys=[str(c) for c in metadata.classes],
         feature_names=[f.name for f in features],
-        feature_min=np.array([f.min for f in features], dtype=np.float32),
-        feature_max=np.array([f.max for f in features], dtype=np.float32),
+        feature_min=np.array(
+            [-np.inf if f.min is None else f.min for f in features], dtype=np.float32
+        ),
+        feature_max=np.array(
+            [np.inf if f.max is None else f.max for f in features], dtype=np.float32
+        ),
         report=report,
+        typed=typed,
+        codec=codec,
+        threshold=metadata.threshold,
     )
-    _smoke_test(loaded, np.array([[f.mean for f in features]], dtype=np.float32))
+    # One row of training means (numbers) and first categories: finite, sums to one.
+    smoke = [[1.0 if f.kind == "categorical" else f.fill for f in features]]
+    _smoke_test(loaded, np.array(smoke, dtype=np.float32))
     if metadata.reference is not None:
         _reproduce_reference(loaded, metadata.reference)
     if chosen == "keras":
@@ -237,11 +269,21 @@ def _smoke_test(model: LoadedModel, x: np.ndarray) -> None:
 
 
 def _reproduce_reference(model: LoadedModel, reference: bundle.Reference) -> None:
-    """The runtime must give the probabilities training recorded for its reference rows."""
-    x = np.asarray(reference.inputs, dtype=np.float32)
+    """The runtime must give the probabilities training recorded for its reference rows, read
+    through the service's own encoding of raw values (so both must agree with model.keras)."""
     expected = np.asarray(reference.probabilities, dtype=np.float32)
-    if x.ndim != 2 or x.shape[1] != model.n_features or expected.shape != (len(x), model.n_classes):
+    rows = reference.inputs
+    if any(len(row) != model.n_features for row in rows) or expected.shape != (
+        len(rows),
+        model.n_classes,
+    ):
         raise BundleRejected(f"{bundle.METADATA} reference rows do not fit the model")
+    try:
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        schema = TypedSchema.of(model.metadata.features, "impute")
+        x, _ = encode(columns, schema, lambda i, j: f"reference row {i}, feature {j}")
+    except InvalidInput as exc:
+        raise BundleRejected(f"{bundle.METADATA} reference rows: {exc.message}") from None
     try:
         actual = model.probabilities_sync(x)
     except Exception as exc:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from service.inputs import MAX_ABS_VALUE
 from service.settings import Settings
+from service.typed import MAX_ABS_VALUE
 
 # V2 batches the schema spells out; larger ones work the same way (see the description).
 V2_SCHEMA_ROWS = 3
@@ -57,26 +57,64 @@ def _number() -> dict[str, Any]:
     return {"type": "number", "minimum": -MAX_ABS_VALUE, "maximum": MAX_ABS_VALUE}
 
 
+def _typed(model: Any) -> bool:
+    """True when the model reads typed values (text, true/false or blanks), not numbers only."""
+    return model is not None and getattr(model, "typed", None) is not None
+
+
+def feature_value(model: Any, j: int) -> dict[str, Any]:
+    """The JSON Schema of feature ``j``'s value for a typed model."""
+    feature = model.codec.features[j]
+    spec = model.metadata.features[j]
+    if feature.kind == "categorical":
+        vocabulary = spec.vocabulary or []
+        shown = ", ".join(repr(v) for v in vocabulary[:10])
+        more = f" and {len(vocabulary) - 10} more" if len(vocabulary) > 10 else ""
+        schema: dict[str, Any] = {
+            "anyOf": [{"type": "string"}, {"type": "number"}],
+            "description": f"{spec.name}: a category ({shown}{more}); another is answered "
+            "with a warning",
+        }
+    elif feature.kind == "boolean":
+        schema = {"type": "boolean", "description": f"{spec.name}: true or false"}
+    else:
+        schema = {**_number(), "description": f"{spec.name}: a number"}
+    if feature.blank_ok:
+        blank = "blank in training" if feature.nullable else "MISSING_VALUES=impute"
+        return {
+            "anyOf": [schema, {"type": "null"}],
+            "description": schema.get("description", "") + f"; null for a blank ({blank})",
+        }
+    return schema
+
+
 def _row(model: Any) -> dict[str, Any]:
     if model is None:
         return {"type": "array", "items": _number(), "minItems": 1}
     width = model.n_features
-    return {
+    row: dict[str, Any] = {
         "type": "array",
         "items": _number(),
         "minItems": width,
         "maxItems": width,
         "description": "values in feature order: " + ", ".join(model.feature_names),
     }
+    if _typed(model):
+        del row["items"]
+        row["prefixItems"] = [feature_value(model, j) for j in range(width)]
+    return row
 
 
 def _record(model: Any, value: dict[str, Any] | None = None) -> dict[str, Any]:
     value = value or _number()
     if model is None:
         return {"type": "object", "additionalProperties": value, "minProperties": 1}
+    properties = {f: value for f in model.feature_names}
+    if _typed(model):
+        properties = {f: feature_value(model, j) for j, f in enumerate(model.feature_names)}
     return {
         "type": "object",
-        "properties": {f: value for f in model.feature_names},
+        "properties": properties,
         "required": list(model.feature_names),
         "additionalProperties": False,
     }
@@ -123,7 +161,12 @@ def predict_csv(model: Any, max_rows: int) -> dict[str, Any]:
         "description": "a header row naming every feature once (any order), then at most "
         f"{max_rows} data rows (MAX_BATCH_ROWS, 413 beyond)",
     }
-    if model is not None:
+    if _typed(model):
+        schema["description"] += (
+            "; numbers, text and true/false as written in the training CSV, an empty cell "
+            "for a blank"
+        )
+    elif model is not None:
         number = r"-?[0-9]{1,3}(\.[0-9]{1,6})?"
         row = ",".join([number] * model.n_features)
         header = ",".join(re.escape(f) for f in model.feature_names)
@@ -217,7 +260,40 @@ def _parameters(properties: dict[str, Any], *refused: str) -> dict[str, Any]:
     return schema
 
 
+def _v2_feature_inputs(model: Any) -> dict[str, Any]:
+    """One input per feature (any order), for a model with text or true/false features."""
+    tensors = []
+    for j, spec in enumerate(model.metadata.features):
+        value = feature_value(model, j)
+        datatype = {"categorical": "BYTES", "boolean": "BOOL"}.get(spec.kind, "FP32")
+        tensors.append(
+            {
+                "type": "object",
+                "required": ["name", "shape", "datatype", "data"],
+                "properties": {
+                    "name": {"const": spec.name},
+                    "datatype": {"const": datatype},
+                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+                    "data": {"type": "array", "items": value, "minItems": 1},
+                },
+            }
+        )
+    return {
+        "type": "array",
+        "minItems": len(tensors),
+        "maxItems": len(tensors),
+        "items": {"anyOf": tensors},
+        "description": "one input per feature, named as the feature, shape [N] or [N, 1], all "
+        "with the same N; BYTES for text (categorical), BOOL for true/false, FP32 (or FP64 or an "
+        "integer type) for numbers; null for a blank",
+    }
+
+
 def v2_infer_request(model: Any) -> dict[str, Any]:
+    if model is not None and not model.numeric_only:
+        document = v2_infer_request(None)
+        document["properties"]["inputs"] = _v2_feature_inputs(model)
+        return document
     width = model.n_features if model is not None else "F"
     tensor = {
         "type": "object",

@@ -15,15 +15,17 @@ import numpy as np
 import orjson
 
 from service.model import LoadedModel
+from service.typed import Notes
 
 # Up to this many rows, plain Python beats numpy's per-call overhead.
 SMALL = 8
 
 
 def argmax_labels(model: LoadedModel, probabilities: np.ndarray) -> list[Any]:
-    """``encoder.inverse_transform(argmax(p))``, through the labels decoded at load time."""
+    """``encoder.inverse_transform(argmax(p))`` through the labels decoded at load time (for a
+    binary model with a threshold: class 1 where its probability reaches the threshold)."""
     labels = model.labels
-    return [labels[i] for i in probabilities.argmax(axis=1).tolist()]
+    return [labels[i] for i in model.label_indices(probabilities)]
 
 
 def _warning(name: str, value: float, low: float, high: float) -> str:
@@ -74,18 +76,30 @@ def out_of_range_features(model: LoadedModel, x: np.ndarray) -> list[list[str]]:
     return out
 
 
+def with_notes(warnings: list[list[str]], notes: Notes | None) -> list[list[str]]:
+    """Each row's reading warnings (blanks, unseen categories) before its range warnings."""
+    if notes:
+        for i, found in notes.items():
+            warnings[i] = [message for _, message in found] + warnings[i]
+    return warnings
+
+
 def predictions(
-    model: LoadedModel, x: np.ndarray, probabilities: np.ndarray, top_k: int | None = None
+    model: LoadedModel,
+    x: np.ndarray,
+    probabilities: np.ndarray,
+    top_k: int | None = None,
+    notes: Notes | None = None,
 ) -> list[dict[str, Any]]:
     """One ``{"label", "probabilities", "warnings"}`` object per row (plus ``top_k`` if asked)."""
     keys = model.class_keys
     rows = probabilities.tolist()
-    if len(rows) <= SMALL:  # first maximum, as numpy's argmax (probabilities are finite)
+    if len(rows) <= SMALL and model.threshold is None:  # first maximum, as numpy's argmax
         decoded = model.labels
         labels = [decoded[row.index(max(row))] for row in rows]
     else:
         labels = argmax_labels(model, probabilities)
-    warnings = range_warnings(model, x)
+    warnings = with_notes(range_warnings(model, x), notes)
     result = [
         {"label": label, "probabilities": dict(zip(keys, row, strict=True)), "warnings": warn}
         for label, row, warn in zip(labels, rows, warnings, strict=True)
@@ -99,7 +113,11 @@ def predictions(
 
 
 def answer_json(
-    model: LoadedModel, x: np.ndarray, probabilities: np.ndarray, top_k: int | None = None
+    model: LoadedModel,
+    x: np.ndarray,
+    probabilities: np.ndarray,
+    top_k: int | None = None,
+    notes: Notes | None = None,
 ) -> bytes:
     """The ``/predict`` JSON answer, exactly as ``orjson.dumps`` writes it from
     ``{"model", "version", "predictions": predictions(...)}``.
@@ -110,13 +128,16 @@ def answer_json(
     """
     head = {"model": model.name, "version": model.version}
     if len(x) <= SMALL or top_k is not None:
-        return orjson.dumps({**head, "predictions": predictions(model, x, probabilities, top_k)})
+        answer = predictions(model, x, probabilities, top_k, notes)
+        return orjson.dumps({**head, "predictions": answer})
     labels = [orjson.dumps(label).decode() for label in model.labels]
-    columns: list[list[str]] = [[labels[i] for i in probabilities.argmax(axis=1).tolist()]]
+    columns: list[list[str]] = [[labels[i] for i in model.label_indices(probabilities)]]
     for j in range(probabilities.shape[1]):
         columns.append(orjson.dumps(probabilities[:, j].tolist()).decode()[1:-1].split(","))
     warnings = ["[]"] * len(x)
-    for i, messages in _outside_rows(model, x).items():
+    outside = _outside_rows(model, x)
+    for i in set(outside) | set(notes or ()):
+        messages = [m for _, m in (notes or {}).get(i, ())] + outside.get(i, [])
         warnings[i] = orjson.dumps(messages).decode()
     columns.append(warnings)
     keys = [orjson.dumps(key).decode() for key in model.class_keys]
@@ -153,8 +174,11 @@ def csv_cell(value: Any) -> str:
     return buffer.getvalue()[: -len(",x\n")]
 
 
-def predictions_csv(model: LoadedModel, x: np.ndarray, probabilities: np.ndarray) -> str:
-    """CSV answer: ``label``, one ``prob_<class>`` column per class, then ``warnings``.
+def predictions_csv(
+    model: LoadedModel, x: np.ndarray, probabilities: np.ndarray, notes: Notes | None = None
+) -> str:
+    """CSV answer: ``label``, one ``prob_<class>`` column per class, then ``warnings`` (the
+    names of the features read with a warning or outside the training range, ``;``-joined).
 
     Labels and warnings are quoted as csv.writer quotes them; probabilities are spelled as in
     the JSON answer (a float's shortest round-trip digits, which any CSV reader parses)."""
@@ -165,11 +189,14 @@ def predictions_csv(model: LoadedModel, x: np.ndarray, probabilities: np.ndarray
     if numbers is None:  # the model's answers are checked finite before they get here
         raise ValueError("probabilities must be finite to be written as CSV")
     cells = [csv_cell(label) for label in model.labels]
-    labels = [cells[i] for i in probabilities.argmax(axis=1).tolist()]
+    labels = [cells[i] for i in model.label_indices(probabilities)]
     warnings = [""] * len(x)
     outside = (x < model.feature_min) | (x > model.feature_max)
     names = model.feature_names
-    for i in np.flatnonzero(outside.any(axis=1)).tolist():
-        warnings[i] = csv_cell(";".join(names[j] for j in np.flatnonzero(outside[i]).tolist()))
+    flagged = set(np.flatnonzero(outside.any(axis=1)).tolist()) | set(notes or ())
+    for i in sorted(flagged):
+        found = [name for name, _ in (notes or {}).get(i, ())]
+        found += [names[j] for j in np.flatnonzero(outside[i]).tolist()]
+        warnings[i] = csv_cell(";".join(dict.fromkeys(found)))
     lines = map(",".join, zip(labels, numbers, warnings, strict=True))
     return buffer.getvalue() + "\n".join(lines) + "\n"

@@ -157,6 +157,7 @@ class Registry:
                 signing_key=key.get_secret_value() if key else None,
                 max_batch_rows=self.settings.max_batch_rows,
                 batch_wait_ms=self.settings.batch_wait_ms,
+                missing_values=self.settings.missing_values,
             )
         except BundleRejected as exc:
             reason = str(exc)

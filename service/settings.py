@@ -25,6 +25,12 @@ class Settings(BaseSettings):
         None,
         description="litert (no TensorFlow) or keras; unset picks litert when the bundle has it.",
     )
+    missing_values: Literal["refuse", "impute"] = Field(
+        "refuse",
+        description="A blank (null, empty CSV cell) in a feature that had no blanks in training: "
+        "refuse it (422), or impute it as training did (median, or the unseen category) with a "
+        "warning. Blanks in features that had them in training are always answered.",
+    )
     host: str = Field("127.0.0.1", description="Address to bind; the Docker image sets 0.0.0.0.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
     workers: int = Field(

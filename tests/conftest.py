@@ -24,6 +24,44 @@ def make_binary_csv(path: Path, rows: int = 120, seed: int = 0) -> Path:
     return path
 
 
+def make_typed_csv(path: Path, rows: int = 400, seed: int = 0) -> Path:
+    """A churn-like table as users have them: a row counter and a name (both ID-like), numbers
+    with blanks, text categories with blanks, a true/false column, and a yes/no target that
+    depends on all of them. The first rows cover every category and a blank of each kind."""
+    rng = np.random.default_rng(seed)
+    plans = np.array(["basic", "plus", "pro"])
+    regions = np.array(["north", "south", "east", "west"])
+    plan = plans[rng.integers(0, 3, rows)]
+    region = regions[rng.integers(0, 4, rows)]
+    member = rng.random(rows) < 0.5
+    age = rng.normal(45, 12, rows).round(0)
+    spend = rng.gamma(2.0, 30.0, rows).round(2)
+    score = (
+        (plan == "basic") * 1.2
+        - (plan == "pro") * 1.0
+        + (region == "south") * 0.6
+        - member * 1.0
+        + (age - 45) / 20
+        - (spend - 60) / 60
+    )
+    churned = np.where(score + rng.normal(0, 0.5, rows) > 0, "yes", "no")
+    lines = ["id,name,age,plan,region,member,monthly_spend,churned"]
+    for i in range(rows):
+        cells = [
+            str(i + 1),
+            f"customer {i:05d}",
+            "" if i % 11 == 3 else f"{age[i]:.0f}",
+            "" if i % 17 == 5 else str(plan[i]),
+            str(region[i]),
+            "" if i % 23 == 7 else ("true" if member[i] else "false"),
+            f"{spend[i]:.2f}",
+            str(churned[i]),
+        ]
+        lines.append(",".join(cells))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def train(artifacts: Path, **options: object) -> Path:
     """Run a real training in-process and return the published version directory."""
     from training.pipeline import Options, run
@@ -54,6 +92,22 @@ def binary_bundle(session_artifacts: Path, tmp_path_factory: pytest.TempPathFact
         name="binary",
         epochs=60,
     )
+
+
+@pytest.fixture(scope="session")
+def typed_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The mixed table the session ``typed_bundle`` was trained on."""
+    return make_typed_csv(tmp_path_factory.mktemp("typed") / "churn.csv")
+
+
+@pytest.fixture(scope="session")
+def typed_bundle(session_artifacts: Path, typed_csv: Path) -> Path:
+    """A binary model on a mixed table (numbers, text, true/false, blanks, ID columns left
+    out), trained once with default options: ``<artifacts>/churn/1``."""
+    return train(session_artifacts, data=typed_csv, target="churned", name="churn", epochs=60)
+
+
+FORMAT1_BUNDLE = Path(__file__).parent / "fixtures" / "format1" / "iris" / "1"
 
 
 @pytest.fixture

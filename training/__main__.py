@@ -33,7 +33,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--data", type=Path, help="CSV file with a header row (default: embedded Iris)"
     )
     parser.add_argument("--target", help="target column (required with --data)")
-    parser.add_argument("--features", help="comma-separated feature columns (default: all others)")
+    parser.add_argument(
+        "--features",
+        help="comma-separated feature columns (default: all others, less ID-like columns)",
+    )
+    parser.add_argument(
+        "--categorical",
+        help="comma-separated columns to treat as categories even if they hold numbers "
+        "(zip codes, area codes)",
+    )
+    parser.add_argument("--exclude", help="comma-separated columns to leave out")
     parser.add_argument("--name", help="model name (default: iris, or the CSV file's stem)")
     parser.add_argument(
         "--artifacts",
@@ -47,6 +56,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="sparse",
         help="integer labels + sparse loss (default), or one-hot + categorical loss",
     )
+    parser.add_argument(
+        "--class-weight",
+        choices=["auto", "balanced", "none"],
+        default="auto",
+        help="weigh classes by inverse frequency: auto (default) does when the rarest class has "
+        "under a fifth of the commonest one's rows",
+    )
+    parser.add_argument(
+        "--threshold",
+        default="0.5",
+        help="binary targets: probability of the positive class (the second in label order) at "
+        "or above which it is the label; a number, or 'f1' to pick the best F1 on the "
+        "validation split (default 0.5)",
+    )
     parser.add_argument("--epochs", type=int, default=200, help="maximum epochs (early stopping)")
     parser.add_argument("--seed", type=int, default=42, help="random seed; same seed, same model")
     parser.add_argument("--test-size", type=float, default=0.2, help="held-out test share")
@@ -54,14 +77,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _names(value: str | None, flag: str) -> list[str] | None:
+    """A comma-separated list of column names; None when the flag is absent."""
+    if value is None:
+        return None
+    names = [f.strip() for f in value.split(",") if f.strip()]
+    if not names:
+        raise TrainingError(f"{flag} names no column")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    features = None
-    if args.features is not None:
-        features = [f.strip() for f in args.features.split(",") if f.strip()]
-        if not features:
-            print("training: error: --features names no column", file=sys.stderr)
-            return EXIT_BAD_INPUT
+    try:
+        features = _names(args.features, "--features")
+        categorical = _names(args.categorical, "--categorical")
+        exclude = _names(args.exclude, "--exclude")
+    except TrainingError as exc:
+        print(f"training: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     from training.pipeline import Options, run
 
     options = Options(
@@ -75,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         test_size=args.test_size,
         quiet=args.quiet,
+        categorical=categorical,
+        exclude=exclude,
+        class_weight=args.class_weight,
+        threshold=args.threshold,
         signing_key=os.environ.get("ARTIFACT_SIGNING_KEY") or None,
     )
     try:

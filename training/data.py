@@ -1,30 +1,68 @@
-"""Load the training table (embedded Iris or a CSV), validate it and split it."""
+"""Load the training table (embedded Iris or a CSV), type its columns, validate it and split it.
+
+A CSV is read as text and each column typed here, the way the service reads a CSV body: cells
+are stripped, the markers in :data:`bundle.columns.MISSING_TOKENS` are blanks, a column of
+numbers is numeric, a column of true/false is boolean, anything else is categorical.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from bundle.columns import BLANK, MISSING_TOKENS, Kind, parse_boolean
 from training.errors import TrainingError
 
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 IRIS_TARGET = "species"
+# A text column that is numbers in at least this share of its cells gets a note: a typo?
+MOSTLY_NUMERIC = 0.9
+
+
+@dataclass(frozen=True)
+class Column:
+    """One typed feature column of the whole table.
+
+    ``values``: float64 with NaN for blanks (numeric; boolean as 0/1), or an object array of
+    stripped strings with :data:`BLANK` for blanks (categorical).
+    """
+
+    name: str
+    kind: Kind
+    values: np.ndarray
+
+    @property
+    def missing(self) -> np.ndarray:
+        """True where the cell is blank."""
+        if self.kind == "categorical":
+            return self.values == BLANK
+        return np.isnan(self.values)
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Validated features and raw target labels, with a fingerprint of the source."""
+    """Typed feature columns and raw target labels, with a fingerprint of the source."""
 
-    features: list[str]
+    columns: list[Column]
     target: str
-    x: np.ndarray  # float32 [rows, features]
     y: np.ndarray  # raw labels [rows]
     sha256: str
+    notes: list[str] = field(default_factory=list)  # printed by the run
+    left_out: dict[str, str] = field(default_factory=dict)  # column -> why it is no feature
+    dropped_rows: int = 0  # rows whose target was blank
+
+    @property
+    def features(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def rows(self) -> int:
+        return len(self.y)
 
 
 @dataclass(frozen=True)
@@ -34,6 +72,15 @@ class Split:
     train: np.ndarray
     validation: np.ndarray
     test: np.ndarray
+
+
+@dataclass(frozen=True)
+class Choices:
+    """What the user said about columns: features to use, categorical codes, columns to drop."""
+
+    features: list[str] | None = None
+    categorical: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
 
 
 def load_iris_frame() -> pd.DataFrame:
@@ -47,7 +94,7 @@ def load_iris_frame() -> pd.DataFrame:
 
 
 def read_csv(path: Path) -> tuple[pd.DataFrame, str]:
-    """Read a CSV file and return it with the sha256 of its bytes."""
+    """Read a CSV file as text cells and return it with the sha256 of its bytes."""
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError:
@@ -59,7 +106,9 @@ def read_csv(path: Path) -> tuple[pd.DataFrame, str]:
     if not raw.strip():
         raise TrainingError(f"data file is empty: {path}")
     try:
-        frame = pd.read_csv(Path(path))
+        frame = pd.read_csv(
+            Path(path), dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig"
+        )
     except pd.errors.EmptyDataError:
         raise TrainingError(f"data file is empty: {path}") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -68,65 +117,192 @@ def read_csv(path: Path) -> tuple[pd.DataFrame, str]:
     return frame, hashlib.sha256(raw).hexdigest()
 
 
-def select(frame: pd.DataFrame, target: str, features: list[str] | None, sha256: str) -> Dataset:
-    """Pick the target and numeric feature columns, rejecting what cannot be trained on."""
+# -- typing columns ---------------------------------------------------------------------------
+def _text(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """A column as stripped strings and its blank mask."""
+    text = column.astype(object).map(lambda v: "" if v is None else str(v).strip()).to_numpy()
+    blank = np.fromiter((v in MISSING_TOKENS for v in text), dtype=bool, count=len(text))
+    return text, blank
+
+
+def _numbers(text: np.ndarray) -> np.ndarray:
+    """Text to float64, NaN where a cell is not a number (Python digit groups such as 1_0 and
+    non-ASCII digits are not: float() reads them, no CSV writer means them)."""
+    plain = np.fromiter((v.isascii() and "_" not in v for v in text), dtype=bool, count=len(text))
+    numbers = pd.to_numeric(pd.Series(text, dtype=object), errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan
+    )
+    return np.where(plain, numbers, np.nan)
+
+
+def type_column(name: str, column: pd.Series, categorical: bool) -> tuple[Column, str | None]:
+    """Infer a column's kind (or take the user's ``categorical``); return it and a note."""
+    if not categorical and column.dtype != object and pd.api.types.is_bool_dtype(column):
+        return Column(name, "boolean", column.to_numpy(dtype=np.float64)), None
+    if not categorical and pd.api.types.is_numeric_dtype(column):
+        return Column(name, "numeric", column.to_numpy(dtype=np.float64, na_value=np.nan)), None
+    text, blank = _text(column)
+    present = text[~blank]
+    if categorical:
+        return Column(name, "categorical", np.where(blank, BLANK, text).astype(object)), None
+    numbers = _numbers(present)
+    parsed = ~np.isnan(numbers)
+    if parsed.all():
+        values = np.full(len(text), np.nan)
+        values[~blank] = numbers
+        return Column(name, "numeric", values), None
+    flags = [parse_boolean(v) for v in present]
+    if None not in flags:
+        values = np.full(len(text), np.nan)
+        values[~blank] = np.asarray(flags, dtype=np.float64)
+        return Column(name, "boolean", values), None
+    note = None
+    if len(present) and parsed.mean() >= MOSTLY_NUMERIC:
+        odd = sorted(set(present[~parsed].tolist()))
+        shown = ", ".join(repr(v[:20]) for v in odd[:3])
+        note = (
+            f"column {name!r} is numbers except {int((~parsed).sum())} cells ({shown}); "
+            "it is treated as text: fix those cells, or --exclude it"
+        )
+    return Column(name, "categorical", np.where(blank, BLANK, text).astype(object)), note
+
+
+def id_like(column: Column) -> str | None:
+    """Why a column looks like an identifier (and so is no feature), or None."""
+    rows = len(column.values)
+    if rows < 2 or column.missing.any():
+        return None
+    if column.kind == "categorical":
+        if len(set(column.values.tolist())) == rows:
+            return "every value is distinct text (an ID, a key or a name)"
+        return None
+    values = column.values
+    if column.kind == "numeric" and np.all(values == np.round(values)):
+        if len(np.unique(values)) == rows and values.max() - values.min() == rows - 1:
+            return "its integers just count the rows"
+    return None
+
+
+def _target_labels(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Target labels typed as pandas would (integers, floats, booleans or text); blank mask."""
+    if column.dtype != object and not pd.api.types.is_string_dtype(column):
+        labels = column.to_numpy()
+        return labels, pd.isna(column).to_numpy()
+    text, blank = _text(column)
+    present = text[~blank]
+    numbers = _numbers(present)
+    if len(present) and not np.isnan(numbers).any():
+        if np.all(numbers == np.round(numbers)) and np.abs(numbers).max() < 2**53:
+            return _fill(text, blank, numbers.astype(np.int64)), blank
+        return _fill(text, blank, numbers), blank
+    flags = [parse_boolean(v) for v in present]
+    if len(present) and None not in flags:
+        return _fill(text, blank, np.asarray(flags, dtype=bool)), blank
+    return text.astype(object), blank
+
+
+def _fill(text: np.ndarray, blank: np.ndarray, present: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(text), dtype=present.dtype)
+    out[~blank] = present
+    return out
+
+
+def select(frame: pd.DataFrame, target: str, choices: Choices | None, sha256: str) -> Dataset:
+    """Type the feature columns and the target, reporting every problem found at once."""
+    choices = choices or Choices()
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
     if len(set(columns)) != len(columns):
         duplicated = sorted({c for c in columns if columns.count(c) > 1})
-        raise TrainingError(f"duplicate column name: {duplicated[0]}")
+        raise TrainingError(f"duplicate column name: {', '.join(map(repr, duplicated))}")
+    problems: list[str] = []
     if frame.empty:
-        raise TrainingError("data has a header but no rows")
+        problems.append("data has a header but no rows")
     if target not in columns:
-        raise TrainingError(
-            f"target column {target!r} not found; columns are: {', '.join(columns)}"
-        )
-    if features is None:
-        features = [c for c in columns if c != target]
-    else:
-        missing = [f for f in features if f not in columns]
-        if missing:
-            raise TrainingError(f"feature column {missing[0]!r} not found")
-        if target in features:
-            raise TrainingError(f"target column {target!r} is also listed as a feature")
-        if len(set(features)) != len(features):
-            raise TrainingError("a feature is listed twice in --features")
-    if not features:
-        raise TrainingError("no feature columns: the data has only the target column")
-    for name in features:
-        column = frame[name]
-        if column.dtype == bool or not pd.api.types.is_numeric_dtype(column):
-            raise TrainingError(f"feature column {name!r} is not numeric")
-        if column.isna().any():
-            raise TrainingError(
-                f"feature column {name!r} has {int(column.isna().sum())} missing values"
-            )
-        if not np.isfinite(column.to_numpy(dtype=np.float64)).all():
-            raise TrainingError(f"feature column {name!r} has infinite values")
-    labels = frame[target]
-    if labels.isna().any():
-        raise TrainingError(
-            f"target column {target!r} has {int(labels.isna().sum())} missing values"
-        )
+        problems.append(f"target column {target!r} not found; columns are: {', '.join(columns)}")
+    for flag, names in (
+        ("--features", choices.features or []),
+        ("--categorical", choices.categorical),
+        ("--exclude", choices.exclude),
+    ):
+        unknown = [n for n in names if n not in columns]
+        if unknown:
+            problems.append(f"{flag} names unknown column {', '.join(map(repr, unknown))}")
+        if len(set(names)) != len(names):
+            problems.append(f"a column is listed twice in {flag}")
+        if target in names and flag != "--exclude":
+            problems.append(f"target column {target!r} is also listed in {flag}")
+    if target in choices.exclude:
+        problems.append(f"target column {target!r} is listed in --exclude")
+    if choices.features is not None:
+        clash = [n for n in choices.features if n in choices.exclude]
+        if clash:
+            problems.append(f"{', '.join(map(repr, clash))} is in both --features and --exclude")
+    if problems:
+        raise TrainingError("; ".join(problems))
+
+    labels, blank_target = _target_labels(frame[target])
+    keep = ~blank_target
+    dropped = int(blank_target.sum())
+    if not keep.any():
+        raise TrainingError(f"target column {target!r} has no values")
+    frame = frame.loc[keep].reset_index(drop=True)
+    labels = labels[keep]
+
+    named = choices.features is not None
+    names = (
+        list(choices.features)
+        if named
+        else [c for c in columns if c != target and c not in choices.exclude]
+    )
+    notes: list[str] = []
+    left_out: dict[str, str] = {c: "--exclude" for c in choices.exclude}
+    typed: list[Column] = []
+    for name in names:
+        column, note = type_column(name, frame[name], name in choices.categorical)
+        if note:
+            notes.append(note)
+        reason = None if named else id_like(column)
+        if reason is not None:
+            left_out[name] = reason
+            notes.append(f"left out column {name!r}: {reason}; name it in --features to use it")
+            continue
+        if column.kind != "categorical":
+            present = column.values[~column.missing]
+            if not len(present):
+                problems.append(f"feature column {name!r} has no values")
+            elif not np.isfinite(present).all():
+                problems.append(f"feature column {name!r} has infinite values")
+        elif column.missing.all():
+            problems.append(f"feature column {name!r} has no values")
+        typed.append(column)
+    if not typed and not problems:
+        problems.append("no feature columns: the data has only the target column")
+    if problems:
+        raise TrainingError("; ".join(problems))
+    if dropped:
+        notes.append(f"dropped {dropped} rows whose target {target!r} is blank")
     return Dataset(
-        features=list(features),
+        columns=typed,
         target=target,
-        x=frame[features].to_numpy(dtype=np.float32),
-        y=labels.to_numpy(),
+        y=labels,
         sha256=sha256,
+        notes=notes,
+        left_out=left_out,
+        dropped_rows=dropped,
     )
 
 
-def load_dataset(path: Path | None, target: str | None, features: list[str] | None) -> Dataset:
+def load_dataset(path: Path | None, target: str | None, choices: Choices | None = None) -> Dataset:
     """Load the CSV at ``path``, or the embedded Iris data when ``path`` is None."""
     if path is None:
         frame = load_iris_frame()
         digest = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
-        return select(frame, target or IRIS_TARGET, features, digest)
+        return select(frame, target or IRIS_TARGET, choices, digest)
     if not target:
         raise TrainingError("--target is required with --data")
     frame, digest = read_csv(path)
-    return select(frame, target, features, digest)
+    return select(frame, target, choices, digest)
 
 
 def split(y: np.ndarray, test_size: float, seed: int) -> Split:
@@ -136,11 +312,13 @@ def split(y: np.ndarray, test_size: float, seed: int) -> Split:
         raise TrainingError(f"the target has a single class ('{classes[0]}'); need at least two")
     # Each class needs a row in each of the three parts.
     needed = max(3, int(np.ceil(1 / min(test_size, 1 - test_size))) + 1)
-    for label, count in zip(classes, counts, strict=True):
-        if count < needed:
-            raise TrainingError(
-                f"class '{label}' has {count} rows; each class needs at least {needed} for the split"
-            )
+    few = [
+        f"class '{label}' has {count} rows"
+        for label, count in zip(classes, counts, strict=True)
+        if count < needed
+    ]
+    if few:
+        raise TrainingError(f"{'; '.join(few)}; each class needs at least {needed} for the split")
     rows = np.arange(len(y))
     try:
         rest, test = train_test_split(rows, test_size=test_size, stratify=y, random_state=seed)

@@ -1,4 +1,17 @@
-"""Build and fit the Keras classifier."""
+"""Build and fit the Keras classifier.
+
+Two models share one set of weights:
+
+- the *core* takes the encoded matrix (``bundle.columns``: one float32 column per feature, NaN
+  for a blank number, a vocabulary index for a category). It imputes blanks with the training
+  medians, adds a missing-indicator per nullable feature, normalizes numbers, one-hot encodes
+  (or embeds) categories and runs the network. It is what training fits and what
+  ``model.tflite`` holds.
+- the *full* model, saved as ``model.keras``, takes raw values, one input per feature (floats
+  with NaN, strings), looks categories up with ``StringLookup`` and calls the core, so any
+  Keras user can call it on a dict of columns. Only built-in layers and ``keras.ops``: it loads
+  in safe mode without this package.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +20,26 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+import bundle
+
 if TYPE_CHECKING:
     import keras
 
 Encoding = Literal["sparse", "onehot"]
+
+# Up to this many vocabulary entries (plus the unseen bucket) a category is one-hot encoded;
+# above it, embedded in EMBEDDING_DIM(n) dimensions.
+ONE_HOT_MAX = 64
+HIDDEN = (64, 32)
+LEARNING_RATE = 3e-3
+PATIENCE = 20
+# StringLookup's own out-of-vocabulary token must never be a user's category.
+OOV_TOKEN = "\x00unseen"
+
+
+def embedding_dim(size: int) -> int:
+    """Embedding width for a vocabulary of ``size`` (fast.ai's rule of thumb, capped)."""
+    return int(min(32, round(1.6 * size**0.56)))
 
 
 @dataclass(frozen=True)
@@ -38,22 +67,110 @@ class Head:
         return y.astype(np.int32)
 
 
-def build(x_train: np.ndarray, head: Head, hidden: tuple[int, ...] = (32, 16)) -> keras.Model:
-    """A small MLP whose first layer normalizes raw features with training-split statistics."""
-    import keras
+def _normalization_stats(x_train: np.ndarray, fill: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    filled = np.where(np.isnan(x_train), fill, x_train).astype(np.float64)
+    mean, variance = filled.mean(axis=0), filled.var(axis=0)
+    variance[variance < 1e-12] = 1.0  # a constant column stays as it is, centred
+    return mean, variance
 
-    inputs = keras.Input(shape=(x_train.shape[1],), name="features")
-    normalize = keras.layers.Normalization(name="normalize")
-    normalize.adapt(x_train)
-    x = normalize(inputs)
+
+def build_core(
+    specs: list[bundle.FeatureStats],
+    x_train: np.ndarray,
+    head: Head,
+    hidden: tuple[int, ...] = HIDDEN,
+    learning_rate: float = LEARNING_RATE,
+) -> keras.Model:
+    """The network on the encoded matrix, with imputation and normalization inside."""
+    import keras
+    from keras import ops
+
+    inputs = keras.Input(shape=(len(specs),), name="features")
+    parts = []
+    dense = [j for j, s in enumerate(specs) if s.kind != "categorical"]
+    if dense:
+        numbers = inputs if len(dense) == len(specs) else ops.take(inputs, dense, axis=1)
+        fill = np.array([[specs[j].fill for j in dense]], dtype=np.float32)
+        missing = ops.isnan(numbers)
+        filled = ops.where(missing, fill, numbers)
+        mean, variance = _normalization_stats(x_train[:, dense], fill)
+        normalize = keras.layers.Normalization(mean=mean, variance=variance, name="normalize")
+        parts.append(normalize(filled))
+        nullable = [k for k, j in enumerate(dense) if specs[j].nullable]
+        if nullable:
+            parts.append(ops.cast(ops.take(missing, nullable, axis=1), "float32"))
+    for j, spec in enumerate(specs):
+        if spec.kind != "categorical":
+            continue
+        assert spec.vocabulary is not None
+        size = len(spec.vocabulary) + 1
+        index = ops.cast(inputs[:, j], "int32")
+        if size <= ONE_HOT_MAX:
+            parts.append(ops.one_hot(index, size))
+        else:
+            embed = keras.layers.Embedding(size, embedding_dim(size), name=f"embed_{j}")
+            parts.append(embed(index))
+    x = keras.layers.Concatenate(axis=1, name="encoded")(parts) if len(parts) > 1 else parts[0]
     for i, units in enumerate(hidden):
         x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(x)
     outputs = keras.layers.Dense(head.units, activation=head.activation, name="probabilities")(x)
-    model = keras.Model(inputs, outputs, name="classifier")
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=0.01), loss=head.loss, metrics=["accuracy"]
+    core = keras.Model(inputs, outputs, name=bundle.CORE_LAYER)
+    core.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=head.loss)
+    return core
+
+
+def input_name(feature: str, taken: set[str]) -> str:
+    """A Keras input name for a feature: the feature's own name where Keras allows it."""
+    name = feature.replace("/", "_")
+    while name in taken:
+        name += "_"
+    taken.add(name)
+    return name
+
+
+def wrap(specs: list[bundle.FeatureStats], core: keras.Model) -> keras.Model:
+    """The full model: one raw input per feature, categories looked up, then the core."""
+    import keras
+    from keras import ops
+
+    inputs = {}
+    columns = []
+    taken: set[str] = set()
+    for j, spec in enumerate(specs):
+        name = input_name(spec.name, taken)
+        if spec.kind == "categorical":
+            raw = keras.Input(shape=(1,), name=name, dtype="string")
+            lookup = keras.layers.StringLookup(
+                vocabulary=spec.vocabulary,
+                num_oov_indices=1,
+                oov_token=OOV_TOKEN,
+                name=f"lookup_{j}",
+            )
+            columns.append(ops.cast(lookup(raw), "float32"))
+        else:
+            raw = keras.Input(shape=(1,), name=name, dtype="float32")
+            columns.append(raw)
+        inputs[spec.name] = raw
+    encoded = (
+        keras.layers.Concatenate(axis=1, name="raw_encoded")(columns)
+        if len(columns) > 1
+        else columns[0]
     )
-    return model
+    return keras.Model(inputs, core(encoded), name="classifier")
+
+
+def sample_weights(y: np.ndarray, n_classes: int, mode: str) -> np.ndarray | None:
+    """Per-row weights: ``balanced`` gives every class the same total weight."""
+    if mode != "balanced":
+        return None
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    weights = len(y) / (n_classes * np.maximum(counts, 1))
+    return weights[y].astype(np.float32)
+
+
+def batch_size(rows: int) -> int:
+    """Small batches for small tables; larger ones keep a big table's epochs short."""
+    return int(min(256, max(8, 2 ** round(np.log2(max(rows, 1) / 40)))))
 
 
 def fit(
@@ -62,20 +179,23 @@ def fit(
     validation: tuple[np.ndarray, np.ndarray],
     epochs: int,
     quiet: bool,
+    weights: np.ndarray | None = None,
+    validation_weights: np.ndarray | None = None,
 ) -> int:
     """Fit with early stopping on validation loss; return the number of epochs run."""
     import keras
 
     stop = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=20, restore_best_weights=True, min_delta=1e-4
+        monitor="val_loss", patience=PATIENCE, restore_best_weights=True, min_delta=1e-4
     )
-    batch_size = int(min(32, max(8, len(train[0]) // 8)))
+    val = validation if validation_weights is None else (*validation, validation_weights)
     history = model.fit(
         train[0],
         train[1],
-        validation_data=validation,
+        sample_weight=weights,
+        validation_data=val,
         epochs=epochs,
-        batch_size=batch_size,
+        batch_size=batch_size(len(train[0])),
         callbacks=[stop],
         verbose=0 if quiet else 2,
         shuffle=True,

@@ -15,14 +15,27 @@ import numpy as np
 from sklearn.preprocessing import LabelEncoder
 
 import bundle
-from training import data, evaluate, export
+from training import data, evaluate, export, features
 from training.errors import TrainingError
-from training.model import Encoding, Head, build, class_probabilities, fit
+from training.model import (
+    Encoding,
+    Head,
+    build_core,
+    class_probabilities,
+    fit,
+    sample_weights,
+    wrap,
+)
 from training.publish import publish, staging_area
 
 # Test rows whose Keras probabilities are recorded; the service must reproduce them at load.
 REFERENCE_ROWS = 5
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# --class-weight auto balances the classes when the rarest has under this share of the
+# commonest one's rows.
+AUTO_BALANCE_RATIO = 0.2
+# A category no training table has: the extra reference row sends it to the unseen bucket.
+UNSEEN_PROBE = "\x00reference-unseen"
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,10 @@ class Options:
     test_size: float = 0.2
     quiet: bool = False
     signing_key: str | None = None
+    categorical: list[str] | None = None
+    exclude: list[str] | None = None
+    class_weight: str = "auto"
+    threshold: str = "0.5"
 
 
 def _say(options: Options, message: str) -> None:
@@ -69,6 +86,41 @@ def _library_versions() -> dict[str, str]:
     }
 
 
+def class_weight_mode(option: str, y: np.ndarray, n_classes: int) -> str:
+    """``--class-weight``: ``balanced`` or ``none``; ``auto`` balances a strongly imbalanced target."""
+    if option not in ("auto", "balanced", "none"):
+        raise TrainingError(f"--class-weight must be auto, balanced or none, got {option!r}")
+    if option != "auto":
+        return option
+    counts = np.bincount(y, minlength=n_classes)
+    return "balanced" if counts.min() < AUTO_BALANCE_RATIO * counts.max() else "none"
+
+
+def reference_rows(
+    dataset: data.Dataset, specs: list[bundle.FeatureStats], test: np.ndarray
+) -> tuple[list[list], dict[str, np.ndarray]]:
+    """A few test rows as raw values, plus one row of blanks and unseen categories when the model
+    has typed features, so the service's encoding is checked against the model's at load."""
+    rows = features.raw_rows(dataset, test[:REFERENCE_ROWS])
+    raw = features.raw_inputs(dataset, test[:REFERENCE_ROWS])
+    if not all(s.kind == "numeric" and not s.nullable for s in specs):
+        edge: list = []
+        for spec, values in zip(specs, raw.values(), strict=True):
+            if spec.kind == "categorical":
+                edge.append(UNSEEN_PROBE)
+            elif spec.nullable:
+                edge.append(None)
+            else:
+                edge.append(values[0].item())
+        rows.append(edge)
+        for spec, value in zip(specs, edge, strict=True):
+            column = raw[spec.name]
+            item = np.asarray([np.nan if value is None else value])
+            item = item.astype(np.float32) if column.dtype.kind == "f" else item.astype(str)
+            raw[spec.name] = np.concatenate([column, item])
+    return rows, raw
+
+
 def run(options: Options) -> Path:
     """Train, evaluate and publish one model; return the published version directory."""
     name = options.name or (Path(options.data).stem if options.data else "iris")
@@ -78,63 +130,105 @@ def run(options: Options) -> Path:
         raise TrainingError(f"--test-size must be between 0 and 0.5, got {options.test_size}")
     if options.epochs < 1:
         raise TrainingError(f"--epochs must be at least 1, got {options.epochs}")
-    dataset = data.load_dataset(options.data, options.target, options.features)
+    choices = data.Choices(
+        features=options.features,
+        categorical=list(options.categorical or []),
+        exclude=list(options.exclude or []),
+    )
+    dataset = data.load_dataset(options.data, options.target, choices)
+    for note in dataset.notes:
+        _say(options, note)
     parts = data.split(dataset.y, options.test_size, options.seed)
     encoder = LabelEncoder().fit(dataset.y)
     y = encoder.transform(dataset.y)
     classes = encoder.classes_.tolist()
     head = Head.choose(len(classes), options.encoding)
+    binary = len(classes) == 2
+    if not binary and options.threshold != "0.5":
+        raise TrainingError(
+            f"--threshold applies to a binary target; this one has {len(classes)} classes"
+        )
+    if options.threshold != "f1":
+        evaluate.choose_threshold(options.threshold, y[:0], np.zeros((0, 2)))  # validates it
+    weighting = class_weight_mode(options.class_weight, y[parts.train], len(classes))
+    specs = features.fit_specs(dataset, parts.train)
+    x = features.encode(dataset, specs)
 
     # Nothing heavy is imported, and nothing written, until the input is known to be good.
     with staging_area(options.artifacts, name) as staging:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         _seed_everything(options.seed)
-        x_train = dataset.x[parts.train]
-        model = build(x_train, head)
+        core = build_core(specs, x[parts.train], head)
+        kinds = {
+            kind: sum(s.kind == kind for s in specs)
+            for kind in ("numeric", "categorical", "boolean")
+        }
         _say(
             options,
-            f"training {name} on {len(parts.train)} rows, {len(dataset.features)} features, "
-            f"{len(classes)} classes ({head.loss})",
+            f"training {name} on {len(parts.train)} rows, {len(specs)} features "
+            f"({', '.join(f'{n} {k}' for k, n in kinds.items() if n)}), "
+            f"{len(classes)} classes ({head.loss}, class weights {weighting})",
         )
         epochs_run = fit(
-            model,
-            (x_train, head.targets(y[parts.train], len(classes))),
-            (dataset.x[parts.validation], head.targets(y[parts.validation], len(classes))),
+            core,
+            (x[parts.train], head.targets(y[parts.train], len(classes))),
+            (x[parts.validation], head.targets(y[parts.validation], len(classes))),
             options.epochs,
             options.quiet,
+            weights=sample_weights(y[parts.train], len(classes), weighting),
+            validation_weights=sample_weights(y[parts.validation], len(classes), weighting),
         )
-        x_test = dataset.x[parts.test]
-        probabilities = class_probabilities(model(x_test, training=False))
-        metrics = evaluate.compute(y[parts.test], probabilities.argmax(axis=1), classes)
+        threshold = None
+        if binary:
+            p_validation = class_probabilities(core(x[parts.validation], training=False))
+            threshold = evaluate.choose_threshold(
+                options.threshold, y[parts.validation], p_validation
+            )
+        probabilities = class_probabilities(core(x[parts.test], training=False))
+        metrics = evaluate.compute(
+            y[parts.test],
+            evaluate.decide(probabilities, threshold),
+            classes,
+            probabilities,
+            threshold,
+        )
         _say(options, evaluate.format_table(metrics))
 
+        model = wrap(specs, core)
         model.save(staging / bundle.MODEL_KERAS)
         joblib.dump(encoder, staging / bundle.LABEL_ENCODER)
-        export.export_litert(model, staging / bundle.MODEL_TFLITE)
-        max_diff = export.check_equivalence(model, staging / bundle.MODEL_TFLITE, x_test)
+        export.export_litert(core, staging / bundle.MODEL_TFLITE)
+        test_raw = features.raw_inputs(dataset, parts.test)
+        max_diff = export.check_equivalence(
+            model, staging / bundle.MODEL_TFLITE, test_raw, x[parts.test]
+        )
         evaluate.save(metrics, staging / bundle.REPORT_DIR)
+        rows, raw = reference_rows(dataset, specs, parts.test)
+        reference_probabilities = class_probabilities(model(raw, training=False))
 
+        summary = {
+            key: metrics[key]
+            for key in ("accuracy", "baseline_accuracy", "macro_f1", "roc_auc", "pr_auc")
+            if key in metrics
+        }
         metadata = bundle.Metadata(
             name=name,
             created_at=datetime.now(UTC),
-            features=[
-                bundle.FeatureStats(name=f, min=float(lo), max=float(hi), mean=float(mu))
-                for f, lo, hi, mu in zip(
-                    dataset.features, x_train.min(0), x_train.max(0), x_train.mean(0), strict=True
-                )
-            ],
+            features=specs,
             target=dataset.target,
             classes=classes,
-            task="binary" if len(classes) == 2 else "multiclass",
+            task="binary" if binary else "multiclass",
             encoding=options.encoding,
             output_units=head.units,
-            metrics={"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]},
+            metrics=summary,
             litert_max_abs_diff=max_diff,
             reference=bundle.Reference(
-                inputs=x_test[:REFERENCE_ROWS].tolist(),
-                probabilities=probabilities[:REFERENCE_ROWS].tolist(),
-                tolerance=export.MAX_ABS_DIFF,
+                inputs=rows,
+                probabilities=reference_probabilities.tolist(),
+                tolerance=export.MAX_ABS_DIFF * 10,
             ),
+            threshold=threshold,
+            columns_left_out=dataset.left_out,
             model_sha256={
                 name: bundle.sha256_file(staging / name)
                 for name in (bundle.MODEL_KERAS, bundle.MODEL_TFLITE)
@@ -146,10 +240,14 @@ def run(options: Options) -> Path:
                 "epochs_run": epochs_run,
                 "seed": options.seed,
                 "test_size": options.test_size,
+                "rows": dataset.rows,
+                "rows_dropped_blank_target": dataset.dropped_rows,
                 "train_rows": len(parts.train),
                 "validation_rows": len(parts.validation),
                 "test_rows": len(parts.test),
                 "loss": head.loss,
+                "class_weight": weighting,
+                "threshold_option": options.threshold if binary else None,
             },
         )
         published = publish(staging, options.artifacts, metadata, options.signing_key)

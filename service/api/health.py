@@ -56,4 +56,10 @@ async def model_card(request: Request) -> JSONBytes:
     else:
         card["metadata"] = model.metadata.model_dump(mode="json")
         card["metrics"] = model.report
+        card["threshold"] = model.threshold
+        card["missing_values"] = registry.settings.missing_values
+        card["features"] = [
+            feature.model_dump(exclude_none=True, exclude={"mean", "missing"})
+            for feature in model.metadata.features
+        ]
     return JSONBytes(card)

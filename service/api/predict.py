@@ -49,7 +49,7 @@ REQUEST_BODY: dict[str, Any] = {
 
 
 def parse(body: bytes, kind: str, model: LoadedModel, max_rows: int) -> inputs.Parsed:
-    schema = inputs.Schema(model.feature_names, max_rows, model.n_classes)
+    schema = inputs.Schema(model.feature_names, max_rows, model.n_classes, model.typed)
     if kind == "csv":
         return inputs.parse_csv_body(body, schema)
     return inputs.parse_json_body(body, schema)
@@ -60,12 +60,12 @@ def render(
 ) -> Response:
     if csv_out:
         return Response(
-            outputs.predictions_csv(model, parsed.x, probabilities),
+            outputs.predictions_csv(model, parsed.x, probabilities, parsed.notes),
             media_type="text/csv",
             headers={"X-Model-Version": str(model.version)},
         )
     return Response(
-        outputs.answer_json(model, parsed.x, probabilities, parsed.top_k),
+        outputs.answer_json(model, parsed.x, probabilities, parsed.top_k, parsed.notes),
         media_type="application/json",
     )
 

@@ -73,7 +73,7 @@ def _document(body: bytes, allowed_signatures: tuple[str | None, ...]) -> dict[s
 
 
 def _schema(model: LoadedModel, max_rows: int) -> inputs.Schema:
-    return inputs.Schema(model.feature_names, max_rows, model.n_classes)
+    return inputs.Schema(model.feature_names, max_rows, model.n_classes, model.typed)
 
 
 def _instances(value: Any, schema: inputs.Schema) -> np.ndarray:
@@ -94,17 +94,17 @@ def _instances(value: Any, schema: inputs.Schema) -> np.ndarray:
             if type(instance) is not dict or instance.keys() != {INPUT_NAME}:
                 raise InvalidInput(f"instances[{i}] must be an object like instances[0]")
             rows.append(instance[INPUT_NAME])
-        return inputs.rows_matrix(rows, schema.features, "instances")
-    return inputs.instances_matrix(value, schema, "instances")
+        return inputs.read_rows(rows, schema, "instances")[0]
+    return inputs.read_instances(value, schema, "instances")[0]
 
 
 def _columnar(value: Any, schema: inputs.Schema) -> np.ndarray:
     """Columnar format: the input tensor, ``{"features": tensor}``, or one column per feature."""
     if type(value) is not dict:
-        return inputs.instances_matrix(value, schema, "inputs")
+        return inputs.read_instances(value, schema, "inputs")[0]
     features = schema.features
     if value.keys() == {INPUT_NAME} and INPUT_NAME not in features:
-        return inputs.instances_matrix(value[INPUT_NAME], schema, f"inputs.{INPUT_NAME}")
+        return inputs.read_instances(value[INPUT_NAME], schema, f"inputs.{INPUT_NAME}")[0]
     unknown = sorted(set(value) - set(features))
     if unknown:
         raise InvalidInput(
@@ -129,7 +129,7 @@ def _columnar(value: Any, schema: inputs.Schema) -> np.ndarray:
         raise InvalidInput("inputs has no rows; send at least one")
     if len(columns[0]) > schema.max_rows:
         raise PayloadTooLarge(f"inputs has {len(columns[0])} rows; the limit is {schema.max_rows}")
-    return inputs.rows_matrix([list(row) for row in zip(*columns, strict=True)], features, "inputs")
+    return inputs.read_columns(columns, schema, "inputs")[0]
 
 
 def parse_predict(body: bytes, model: LoadedModel, max_rows: int) -> tuple[np.ndarray, bool]:
@@ -174,7 +174,7 @@ def parse_classify(body: bytes, model: LoadedModel, max_rows: int) -> np.ndarray
         record = dict(zip(example, unwrap_singletons(list(example.values())), strict=True))
         record.update(zip(names, shared, strict=True))
         records.append(record)
-    return inputs.instances_matrix(records, _schema(model, max_rows), "examples")
+    return inputs.read_instances(records, _schema(model, max_rows), "examples")[0]
 
 
 # -- rendering --------------------------------------------------------------------------------
@@ -206,6 +206,9 @@ def render_classify(model: LoadedModel, probabilities: np.ndarray) -> JSONBytes:
     )
 
 
+_TF_DTYPES = {"numeric": "DT_FLOAT", "boolean": "DT_BOOL", "categorical": "DT_STRING"}
+
+
 def _tensor_info(name: str, dtype: str, dims: list[int]) -> dict[str, Any]:
     return {
         "dtype": dtype,
@@ -219,8 +222,14 @@ def _tensor_info(name: str, dtype: str, dims: list[int]) -> dict[str, Any]:
 
 def model_metadata(model_name: str, model: LoadedModel) -> dict[str, Any]:
     """GetModelMetadataResponse as JSON: the ``serving_default`` signature."""
+    if model.numeric_only:
+        tensors = {INPUT_NAME: _tensor_info(INPUT_NAME, "DT_FLOAT", [-1, model.n_features])}
+    else:
+        tensors = {
+            f.name: _tensor_info(f.name, _TF_DTYPES[f.kind], [-1]) for f in model.metadata.features
+        }
     signature = {
-        "inputs": {INPUT_NAME: _tensor_info(INPUT_NAME, "DT_FLOAT", [-1, model.n_features])},
+        "inputs": tensors,
         "outputs": {
             "probabilities": _tensor_info("probabilities", "DT_FLOAT", [-1, model.n_classes]),
             "label": _tensor_info("label", "DT_STRING", [-1]),

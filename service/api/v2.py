@@ -1,13 +1,22 @@
 """The Open Inference Protocol's REST API (KServe V2, as Triton, KServe and MLServer speak it).
 
-One input tensor ``features`` (FP32 ``[-1, n_features]``; FP16, FP64 and integer types are
-converted) and two outputs: ``probabilities`` (FP32 ``[-1, n_classes]``) and ``label`` (BYTES
-``[-1]``, the decoded class). Tensor data may be JSON (flat or nested) or, with Triton's binary
-tensor data extension, raw little-endian bytes after the JSON header.
+Inputs, either form:
+
+- one input per feature, named as the feature, shape ``[N]`` or ``[N, 1]``: BYTES for a
+  categorical feature (text; INT types give number-like codes), BOOL for a boolean one, FP32,
+  FP64, FP16 or an integer type for a numeric one. A blank is ``null`` in JSON data, an empty
+  BYTES element, or NaN in binary float data. Every model takes this form.
+- one input ``features`` (FP32 ``[N, n_features]``; FP16, FP64 and integer types are
+  converted), for a model whose features are all numeric.
+
+Two outputs: ``probabilities`` (FP32 ``[-1, n_classes]``) and ``label`` (BYTES ``[-1]``, the
+decoded class). Tensor data may be JSON (flat or nested) or, with Triton's binary tensor data
+extension, raw little-endian bytes after the JSON header.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 import uuid
 from collections.abc import Sequence
@@ -21,7 +30,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from service import inputs, outputs
+from service import inputs, outputs, typed
 from service.api._protocol import (
     ERROR_RESPONSES,
     INPUT_NAME,
@@ -42,6 +51,16 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
+# Datatypes a per-feature input of each kind takes (BYTES is handled apart: length-prefixed).
+_INTEGER_TYPES = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
+KIND_DATATYPES: dict[str, tuple[str, ...]] = {
+    "numeric": ("FP32", "FP64", "FP16", *_INTEGER_TYPES),
+    "boolean": ("BOOL", *_INTEGER_TYPES),
+    "categorical": ("BYTES", *_INTEGER_TYPES),
+}
+# The datatype the metadata declares for a feature of each kind.
+KIND_DECLARED = {"numeric": "FP32", "boolean": "BOOL", "categorical": "BYTES"}
+
 # Accepted input datatypes and their little-endian layout in binary tensor data.
 DATATYPES: dict[str, np.dtype] = {
     name: np.dtype(code)
@@ -57,9 +76,10 @@ DATATYPES: dict[str, np.dtype] = {
         "UINT16": "<u2",
         "UINT32": "<u4",
         "UINT64": "<u8",
+        "BOOL": "?",
     }.items()
 }
-_ACCEPTED = ", ".join(DATATYPES)
+_ACCEPTED = ", ".join(d for d in DATATYPES if d != "BOOL")
 # Triton's "<framework>_<format>" convention for the platform field.
 PLATFORMS = {"litert": "litert_tflite", "keras": "tensorflow_keras"}
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -215,7 +235,7 @@ def _input_matrix(
             f"unknown input {shown} in {where}.name; the model takes one input {INPUT_NAME!r}"
         )
     datatype = tensor["datatype"]
-    if type(datatype) is not str or datatype not in DATATYPES:
+    if type(datatype) is not str or datatype not in DATATYPES or datatype == "BOOL":
         shown = repr(datatype[:16]) if type(datatype) is str else "not a string"
         raise InvalidInput(f"{where}.datatype {shown} is not accepted; send one of {_ACCEPTED}")
     shape = _shape(tensor["shape"], model, max_rows, where)
@@ -242,6 +262,160 @@ def _input_matrix(
             raise InvalidInput(f"{where}.data is out of the FP16 range")
         matrix = matrix.astype(np.float16).astype(np.float32)
     return matrix
+
+
+def _bytes_elements(binary: bytes, where: str) -> list[str | None]:
+    """BYTES binary data: each element a 4-byte little-endian length, then UTF-8 text."""
+    values: list[str | None] = []
+    offset = 0
+    while offset < len(binary):
+        if offset + 4 > len(binary):
+            raise InvalidInput(f"{where} binary BYTES data ends inside an element's length")
+        (size,) = struct.unpack_from("<I", binary, offset)
+        offset += 4
+        if offset + size > len(binary):
+            raise InvalidInput(f"{where} binary BYTES data ends inside an element")
+        try:
+            text = binary[offset : offset + size].decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput(f"{where} has a BYTES element that is not UTF-8 text") from None
+        values.append(text if text else None)
+        offset += size
+    return values
+
+
+def _feature_values(
+    tensor: Any, chunk: bytes | None, feature: typed.Feature, rows: int | None, where: str
+) -> list[Any]:
+    """One per-feature input's values (blanks as None), checked against its kind."""
+    datatype = tensor["datatype"]
+    allowed = KIND_DATATYPES[feature.kind]
+    if type(datatype) is not str or datatype not in allowed:
+        shown = repr(datatype[:16]) if type(datatype) is str else "not a string"
+        raise InvalidInput(
+            f"{where}.datatype {shown} does not fit {feature.kind} feature {feature.name!r}; "
+            f"send {' or '.join(allowed[:2])}"
+        )
+    shape = tensor["shape"]
+    if (
+        type(shape) is not list
+        or not 1 <= len(shape) <= 2
+        or not all(type(d) is int and d >= 0 for d in shape)
+        or (len(shape) == 2 and shape[1] != 1)
+    ):
+        shown = orjson.dumps(shape).decode()[:64]
+        raise InvalidInput(f"{where}.shape is {shown}; a feature input is [N] or [N, 1]")
+    count = shape[0]
+    if rows is not None and count != rows:
+        raise InvalidInput(f"{where}.shape has {count} rows; the first input has {rows}")
+    if chunk is not None:
+        if datatype == "BYTES":
+            values: list[Any] = _bytes_elements(chunk, where)
+        else:
+            dtype = DATATYPES[datatype]
+            if len(chunk) != count * dtype.itemsize:
+                raise InvalidInput(
+                    f"{where} has {len(chunk)} bytes of binary data; {count} values of "
+                    f"{datatype} need {count * dtype.itemsize}"
+                )
+            array = np.frombuffer(chunk, dtype=dtype)
+            values = array.tolist()
+            if array.dtype.kind == "f" and np.isnan(array).any():
+                values = [None if v != v else v for v in values]  # NaN: a blank
+    else:
+        if "data" not in tensor:
+            raise InvalidInput(f"missing field {where}.data")
+        data = tensor["data"]
+        if type(data) is not list:
+            raise InvalidInput(f"{where}.data must be an array")
+        values = _flatten(data)
+        if datatype in DATATYPES and datatype.startswith(("INT", "UINT")):
+            info = np.iinfo(DATATYPES[datatype])
+            for i, value in enumerate(values):
+                if value is not None and (
+                    type(value) is not int or not info.min <= value <= info.max
+                ):
+                    raise InvalidInput(
+                        f"{where}.data[{i}] must be an integer in the {datatype} range or null"
+                    )
+        elif datatype == "BYTES":
+            for i, value in enumerate(values):
+                if value is not None and type(value) is not str:
+                    raise InvalidInput(f"{where}.data[{i}] must be a string for datatype BYTES")
+            values = [None if v == "" else v for v in values]
+        elif datatype == "BOOL":
+            for i, value in enumerate(values):
+                if value is not None and type(value) is not bool:
+                    raise InvalidInput(f"{where}.data[{i}] must be true or false for datatype BOOL")
+    if len(values) != count:
+        raise InvalidInput(f"{where}.data has {len(values)} values; shape needs {count}")
+    if datatype == "FP16":  # the values the client meant are the float16 ones
+        values = [
+            None if v is None else (float(np.float16(v)) if abs(v) <= _FLOAT16_MAX else math.inf)
+            for v in values
+        ]
+    return values
+
+
+def _feature_inputs(
+    tensors: list[Any], binary: bytes, model: LoadedModel, max_rows: int
+) -> tuple[np.ndarray, typed.Notes]:
+    """One input per feature, in any order, to the core's matrix (with warnings by row)."""
+    assert model.codec is not None
+    features = {f.name: (j, f) for j, f in enumerate(model.codec.features)}
+    columns: list[list[Any] | None] = [None] * len(features)
+    rows: int | None = None
+    offset = 0
+    for k, tensor in enumerate(tensors):
+        where = f"inputs[{k}]"
+        if type(tensor) is not dict:
+            raise InvalidInput(f"{where} must be an object with name, shape, datatype and data")
+        for field in ("name", "shape", "datatype"):
+            if field not in tensor:
+                raise InvalidInput(f"missing field {where}.{field}")
+        name = tensor["name"]
+        if type(name) is not str or name not in features:
+            shown = repr(name[:64]) if type(name) is str else "not a string"
+            raise InvalidInput(
+                f"unknown input {shown} in {where}.name; the model takes one input per feature: "
+                f"{', '.join(model.feature_names)}"
+            )
+        j, feature = features[name]
+        if columns[j] is not None:
+            raise InvalidInput(f"{where} repeats input {name[:64]!r}")
+        params = _parameters(tensor.get("parameters"), f"{where}.parameters")
+        if "shared_memory_region" in params:
+            raise InvalidInput("the shared-memory extension is not supported; send data")
+        chunk = None
+        if "binary_data_size" in params:
+            if "data" in tensor:
+                raise InvalidInput(f"{where} has both data and parameters.binary_data_size")
+            size = params["binary_data_size"]
+            if type(size) is not int or size < 0 or offset + size > len(binary):
+                raise InvalidInput(
+                    f"{where}.parameters.binary_data_size must be a non-negative integer within "
+                    f"the {len(binary)} bytes after the JSON header"
+                )
+            chunk = binary[offset : offset + size]
+            offset += size
+        values = _feature_values(tensor, chunk, feature, rows, f"{where} ({name[:64]})")
+        if rows is None:
+            rows = len(values)
+            if rows == 0:
+                raise InvalidInput(f"{where}.shape has no rows; send at least one")
+            if rows > max_rows:
+                raise PayloadTooLarge(f"{where} has {rows} rows; the limit is {max_rows}")
+        columns[j] = values
+    if offset != len(binary):
+        raise InvalidInput(
+            f"{len(binary) - offset} bytes of binary data after the JSON header belong to no input"
+        )
+    names = model.feature_names
+    return typed.encode(
+        columns,  # type: ignore[arg-type]  # every feature was given once (counted above)
+        model.codec,
+        lambda i, j: f"input {names[j]!r} element {i}",
+    )
 
 
 def _requested_outputs(value: Any, binary_default: bool) -> list[tuple[str, bool]]:
@@ -293,14 +467,28 @@ def parse_infer(
         f"one input {INPUT_NAME!r}, FP32 of shape [N, {model.n_features}] "
         f"({', '.join(model.feature_names)})"
     )
+    per_feature = f"one input per feature ({', '.join(model.feature_names)})"
+    if model.numeric_only:
+        signature = f"{per_feature}, or {signature}"
+    else:
+        signature = per_feature
     if "inputs" not in document:
         raise InvalidInput(f"missing field 'inputs'; the model takes {signature}")
     tensors = document["inputs"]
     if type(tensors) is not list:
         raise InvalidInput(f"inputs must be an array; the model takes {signature}")
-    if len(tensors) != 1:
+    single = (
+        len(tensors) == 1
+        and type(tensors[0]) is dict
+        and tensors[0].get("name") == INPUT_NAME
+        and INPUT_NAME not in model.feature_names
+    )
+    if single and model.numeric_only:
+        x = _input_matrix(tensors[0], binary, model, max_rows, "inputs[0]")
+    elif single or len(tensors) != model.n_features:
         raise InvalidInput(f"inputs has {len(tensors)} tensors; the model takes {signature}")
-    x = _input_matrix(tensors[0], binary, model, max_rows, "inputs[0]")
+    else:
+        x, _ = _feature_inputs(tensors, binary, model, max_rows)
     return InferRequest(
         x=x,
         id=request_id if request_id is not None else str(uuid.uuid4()),
@@ -351,12 +539,22 @@ def render_infer(
     )
 
 
+def input_metadata(model: LoadedModel) -> list[dict[str, Any]]:
+    """The single ``features`` tensor for an all-numeric model, else one input per feature."""
+    if model.numeric_only:
+        return [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, model.n_features]}]
+    return [
+        {"name": f.name, "datatype": KIND_DECLARED[f.kind], "shape": [-1]}
+        for f in model.metadata.features
+    ]
+
+
 def model_metadata(model_name: str, model: LoadedModel, versions: list[int]) -> dict[str, Any]:
     return {
         "name": model_name,
         "versions": [str(v) for v in versions],
         "platform": PLATFORMS.get(model.runtime.name, model.runtime.name),
-        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, model.n_features]}],
+        "inputs": input_metadata(model),
         "outputs": [
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, model.n_classes]},
             {"name": "label", "datatype": "BYTES", "shape": [-1]},

@@ -153,7 +153,7 @@ class Metrics:
     def observe_predictions(self, model: LoadedModel, x: np.ndarray, probabilities: Any) -> None:
         """Count rows by predicted label and out-of-range values by feature."""
         labels, features = self._children_of(model)
-        if len(probabilities) == 1:  # plain Python: each numpy call costs more than one row
+        if len(probabilities) == 1 and model.threshold is None:  # plain Python: faster for a row
             row = probabilities.tolist()[0]
             labels[row.index(max(row))].inc()  # argmax: the first maximum
             lows, highs = model.feature_bounds
@@ -162,7 +162,7 @@ class Metrics:
                     features[j].inc()
             return
         if len(probabilities):
-            counts = np.bincount(probabilities.argmax(axis=1), minlength=len(labels))
+            counts = np.bincount(model.label_indices(probabilities), minlength=len(labels))
             for i in np.flatnonzero(counts).tolist():
                 labels[i].inc(int(counts[i]))
         outside = (x < model.feature_min) | (x > model.feature_max)

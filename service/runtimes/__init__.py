@@ -35,12 +35,13 @@ def choose(requested: RuntimeName | None, has_tflite: bool) -> RuntimeName:
     return "litert" if has_tflite and litert_available() else "keras"
 
 
-def load(name: RuntimeName, model_bytes: bytes, path: Path) -> Runtime:
-    """Load verified model bytes with the named runtime (imports it only now)."""
+def load(name: RuntimeName, model_bytes: bytes, path: Path, core: str | None = None) -> Runtime:
+    """Load verified model bytes with the named runtime (imports it only now). ``core`` names
+    the layer of ``model.keras`` that takes the encoded matrix (format 2)."""
     if name == "litert":
         from service.runtimes.litert import LiteRTRuntime
 
         return LiteRTRuntime(model_bytes)
     from service.runtimes.keras import KerasRuntime
 
-    return KerasRuntime(model_bytes, path.name)
+    return KerasRuntime(model_bytes, path.name, core)

@@ -21,7 +21,9 @@ class KerasRuntime:
 
     name = "keras"
 
-    def __init__(self, content: bytes, filename: str = "model.keras") -> None:
+    def __init__(
+        self, content: bytes, filename: str = "model.keras", core: str | None = None
+    ) -> None:
         import keras
         import tensorflow as tf
 
@@ -31,6 +33,10 @@ class KerasRuntime:
             with open(path, "wb") as handle:
                 handle.write(content)
             self._model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        if core is not None:
+            # model.keras takes raw values; the service encodes them itself (as for LiteRT)
+            # and calls the core, which takes the encoded matrix.
+            self._model = self._model.get_layer(core)
         shape = self._model.inputs[0].shape
         self.input_width = int(shape[-1])
         model = self._model

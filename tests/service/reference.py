@@ -33,13 +33,37 @@ def _load(version_dir: str) -> tuple[Any, Any]:
     return model, encoder
 
 
+def keras_inputs(metadata: bundle.Metadata, rows: Any) -> Any:
+    """Rows of raw values (None for a blank) as ``model.keras`` takes them: for format 2, a dict
+    of columns (floats with NaN, strings with "" for a blank, booleans as 0/1 floats); for
+    format 1, one float matrix."""
+    if metadata.format_version == 1:
+        return np.asarray(rows, dtype=np.float32)
+    columns = list(zip(*rows, strict=True))
+    out = {}
+    for spec, column in zip(metadata.features, columns, strict=True):
+        if spec.kind == "categorical":
+            out[spec.name] = np.array(["" if v is None else str(v) for v in column])
+        else:
+            out[spec.name] = np.array(
+                [np.nan if v is None else float(v) for v in column], dtype=np.float32
+            )
+    return out
+
+
 def reference(version_dir: Path, rows: Any) -> tuple[list[Any], np.ndarray]:
-    """Labels and per-class probabilities ``[rows, classes]`` outside the service."""
+    """Labels and per-class probabilities ``[rows, classes]`` outside the service: model.keras
+    called on raw values, labels decoded by the LabelEncoder (through the bundle's threshold
+    for a binary model that has one)."""
     model, encoder = _load(str(version_dir))
-    x = np.asarray(rows, dtype=np.float32)
-    raw = np.asarray(model.predict(x, verbose=0), dtype=np.float64)
+    metadata = bundle.read_metadata(Path(version_dir))
+    raw = np.asarray(model(keras_inputs(metadata, rows), training=False), dtype=np.float64)
     probabilities = np.concatenate([1 - raw, raw], axis=1) if raw.shape[1] == 1 else raw
-    labels = encoder.inverse_transform(probabilities.argmax(axis=1)).tolist()
+    if metadata.threshold is not None:
+        indices = (probabilities[:, 1] >= metadata.threshold).astype(int)
+    else:
+        indices = probabilities.argmax(axis=1)
+    labels = encoder.inverse_transform(indices).tolist()
     return labels, probabilities
 
 
