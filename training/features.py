@@ -22,11 +22,15 @@ MAX_VOCABULARY = 1000
 
 
 def vocabulary(values: np.ndarray) -> list[str]:
-    """The categories kept for a feature: frequent enough, at most MAX_VOCABULARY, sorted."""
+    """The categories kept for a feature: frequent enough, at most MAX_VOCABULARY, and the blank
+    when training saw one; sorted."""
     counts = Counter(values.tolist())
     frequent = [c for c, n in counts.most_common(MAX_VOCABULARY) if n >= MIN_CATEGORY_COUNT]
     if len(frequent) < 2:  # a tiny table: keep what there is rather than nothing
         frequent = [c for c, _ in counts.most_common(MAX_VOCABULARY)]
+    if BLANK in counts and BLANK not in frequent:
+        # A blank seen in training is its own category, however rare (bundle.columns).
+        frequent.append(BLANK)
     return sorted(frequent)
 
 

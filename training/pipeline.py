@@ -34,6 +34,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # --class-weight auto balances the classes when the rarest has under this share of the
 # commonest one's rows.
 AUTO_BALANCE_RATIO = 0.2
+CLASS_WEIGHTS = ("auto", "balanced", "none")
 # A category no training table has: the extra reference row sends it to the unseen bucket.
 UNSEEN_PROBE = "\x00reference-unseen"
 
@@ -88,7 +89,7 @@ def _library_versions() -> dict[str, str]:
 
 def class_weight_mode(option: str, y: np.ndarray, n_classes: int) -> str:
     """``--class-weight``: ``balanced`` or ``none``; ``auto`` balances a strongly imbalanced target."""
-    if option not in ("auto", "balanced", "none"):
+    if option not in CLASS_WEIGHTS:
         raise TrainingError(f"--class-weight must be auto, balanced or none, got {option!r}")
     if option != "auto":
         return option
@@ -124,18 +125,37 @@ def reference_rows(
 def run(options: Options) -> Path:
     """Train, evaluate and publish one model; return the published version directory."""
     name = options.name or (Path(options.data).stem if options.data else "iris")
+    # Every problem with the options and the data is reported at once, in one message.
+    problems: list[str] = []
     if not NAME_PATTERN.match(name):
-        raise TrainingError(f"model name {name!r} must be letters, digits, '.', '_' or '-'")
+        problems.append(f"model name {name!r} must be letters, digits, '.', '_' or '-'")
     if not 0 < options.test_size < 0.5:
-        raise TrainingError(f"--test-size must be between 0 and 0.5, got {options.test_size}")
+        problems.append(f"--test-size must be between 0 and 0.5, got {options.test_size}")
     if options.epochs < 1:
-        raise TrainingError(f"--epochs must be at least 1, got {options.epochs}")
+        problems.append(f"--epochs must be at least 1, got {options.epochs}")
+    if options.class_weight not in CLASS_WEIGHTS:
+        problems.append(
+            f"--class-weight must be auto, balanced or none, got {options.class_weight!r}"
+        )
+    if options.threshold != "f1":
+        try:
+            evaluate.choose_threshold(options.threshold, np.zeros(0), np.zeros((0, 2)))
+        except TrainingError as exc:
+            problems.append(str(exc))
     choices = data.Choices(
         features=options.features,
         categorical=list(options.categorical or []),
         exclude=list(options.exclude or []),
     )
-    dataset = data.load_dataset(options.data, options.target, choices)
+    try:
+        dataset = data.load_dataset(options.data, options.target, choices)
+    except TrainingError as exc:
+        raise TrainingError("; ".join([*problems, str(exc)])) from None
+    n_classes = len(np.unique(dataset.y))
+    if n_classes > 2 and options.threshold != "0.5":
+        problems.append(f"--threshold applies to a binary target; this one has {n_classes} classes")
+    if problems:
+        raise TrainingError("; ".join(problems))
     for note in dataset.notes:
         _say(options, note)
     parts = data.split(dataset.y, options.test_size, options.seed)
@@ -144,12 +164,6 @@ def run(options: Options) -> Path:
     classes = encoder.classes_.tolist()
     head = Head.choose(len(classes), options.encoding)
     binary = len(classes) == 2
-    if not binary and options.threshold != "0.5":
-        raise TrainingError(
-            f"--threshold applies to a binary target; this one has {len(classes)} classes"
-        )
-    if options.threshold != "f1":
-        evaluate.choose_threshold(options.threshold, y[:0], np.zeros((0, 2)))  # validates it
     weighting = class_weight_mode(options.class_weight, y[parts.train], len(classes))
     specs = features.fit_specs(dataset, parts.train)
     x = features.encode(dataset, specs)

@@ -55,7 +55,8 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 _INTEGER_TYPES = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
 KIND_DATATYPES: dict[str, tuple[str, ...]] = {
     "numeric": ("FP32", "FP64", "FP16", *_INTEGER_TYPES),
-    "boolean": ("BOOL", *_INTEGER_TYPES),
+    # 0/1 floats as model.keras takes them, NaN for a blank (binary BOOL data has no blank).
+    "boolean": ("BOOL", "FP32", "FP64", "FP16", *_INTEGER_TYPES),
     "categorical": ("BYTES", *_INTEGER_TYPES),
 }
 # The datatype the metadata declares for a feature of each kind.
@@ -232,7 +233,8 @@ def _input_matrix(
     if name != INPUT_NAME:
         shown = repr(name[:64]) if type(name) is str else "not a string"
         raise InvalidInput(
-            f"unknown input {shown} in {where}.name; the model takes one input {INPUT_NAME!r}"
+            f"unknown input {shown} in {where}.name; the model takes one input {INPUT_NAME!r} "
+            "or one input per feature"
         )
     datatype = tensor["datatype"]
     if type(datatype) is not str or datatype not in DATATYPES or datatype == "BOOL":
@@ -350,11 +352,13 @@ def _feature_values(
     if len(values) != count:
         raise InvalidInput(f"{where}.data has {len(values)} values; shape needs {count}")
     if datatype == "FP16":  # the values the client meant are the float16 ones
-        values = [
-            None if v is None else (float(np.float16(v)) if abs(v) <= _FLOAT16_MAX else math.inf)
-            for v in values
-        ]
+        values = [_float16(v) if type(v) in (int, float) else v for v in values]
     return values
+
+
+def _float16(value: float) -> float:
+    """A number as float16 rounds it; infinite beyond float16's range (refused later)."""
+    return float(np.float16(value)) if abs(value) <= _FLOAT16_MAX else math.inf
 
 
 def _feature_inputs(
@@ -468,10 +472,7 @@ def parse_infer(
         f"({', '.join(model.feature_names)})"
     )
     per_feature = f"one input per feature ({', '.join(model.feature_names)})"
-    if model.numeric_only:
-        signature = f"{per_feature}, or {signature}"
-    else:
-        signature = per_feature
+    signature = f"{per_feature}, or {signature}" if model.numeric_only else per_feature
     if "inputs" not in document:
         raise InvalidInput(f"missing field 'inputs'; the model takes {signature}")
     tensors = document["inputs"]
@@ -483,7 +484,9 @@ def parse_infer(
         and tensors[0].get("name") == INPUT_NAME
         and INPUT_NAME not in model.feature_names
     )
-    if single and model.numeric_only:
+    # One tensor for a numeric model of several features is the single-tensor form, however
+    # it is named: its own checks name the field at fault (the name, the shape, the data).
+    if model.numeric_only and len(tensors) == 1 and (single or model.n_features > 1):
         x = _input_matrix(tensors[0], binary, model, max_rows, "inputs[0]")
     elif single or len(tensors) != model.n_features:
         raise InvalidInput(f"inputs has {len(tensors)} tensors; the model takes {signature}")

@@ -41,7 +41,7 @@ def make_metadata(**overrides: object) -> Metadata:
 
 def test_defaults() -> None:
     metadata = make_metadata()
-    assert metadata.format_version == FORMAT_VERSION == 1
+    assert metadata.format_version == FORMAT_VERSION == 2
     assert metadata.version is None
     assert metadata.metrics == {}
     assert metadata.litert_max_abs_diff is None
@@ -106,7 +106,7 @@ def test_output_units_that_do_not_fit(classes: list, task: str, encoding: str, u
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"format_version": 2}, "format_version 2 is not 1"),
+        ({"format_version": 3}, "format_version 3 is not 1 or 2"),
         ({"classes": ["x", "x", "y"]}, "classes repeat"),
         ({"classes": ["only"], "output_units": 1}, "at least 2"),
         ({"features": []}, "at least 1"),
@@ -183,7 +183,12 @@ def test_iris_bundle_metadata(iris_bundle: Path) -> None:
     assert metadata.encoding == "sparse"
     assert metadata.output_units == 3
     assert datetime.now(UTC) - metadata.created_at < timedelta(hours=1)
-    assert set(metadata.metrics) == {"accuracy", "macro_f1"}
+    assert set(metadata.metrics) == {"accuracy", "baseline_accuracy", "macro_f1"}
+    assert metadata.metrics["baseline_accuracy"] == pytest.approx(10 / 30)  # 10 of each class
+    assert [f.kind for f in metadata.features] == ["numeric"] * 4
+    assert metadata.all_numeric
+    assert metadata.threshold is None  # multiclass
+    assert metadata.columns_left_out == {}
     assert {"python", "tensorflow", "keras", "scikit-learn", "numpy"} <= set(
         metadata.library_versions
     )
@@ -206,8 +211,10 @@ def test_iris_bundle_records_data_fingerprint_and_training_split_statistics(
     assert metadata.training["train_rows"] == len(parts.train)
     assert metadata.training["validation_rows"] == len(parts.validation)
     assert metadata.training["test_rows"] == len(parts.test)
-    x_train = dataset.x[parts.train]
+    x_train = np.stack([c.values for c in dataset.columns], axis=1)[parts.train]
     for i, stats in enumerate(metadata.features):
+        assert stats.median == pytest.approx(float(np.median(x_train[:, i])))
+        assert (stats.nullable, stats.missing, stats.vocabulary) == (False, 0, None)
         assert stats.min <= stats.mean <= stats.max
         assert stats.min == pytest.approx(float(x_train[:, i].min()))
         assert stats.max == pytest.approx(float(x_train[:, i].max()))

@@ -323,7 +323,9 @@ def test_protocols_agree_with_the_keras_model(
     iris = rows[:-1]  # the training distribution; far outside it the runtimes may differ more
     model = keras.saving.load_model(iris_bundle / "model.keras", compile=False)
     encoder = joblib.load(iris_bundle / "label_encoder.joblib")
-    expected = np.asarray(model.predict(np.array(iris, dtype=np.float32), verbose=0))
+    # model.keras takes raw values by feature name (format 2), as keras.io's examples call it.
+    columns = dict(zip(FEATURES, np.array(iris, dtype=np.float32).T, strict=True))
+    expected = np.asarray(model.predict(columns, verbose=0))
     expected_labels = [str(c) for c in encoder.inverse_transform(expected.argmax(axis=1))]
 
     x = np.array(iris, dtype=np.float32)

@@ -86,7 +86,7 @@ def test_main_reports_training_errors(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_main_splits_and_trims_features(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     code = main(["--features", " petal_width , nope,", "--artifacts", str(tmp_path / "a")])
     assert code == 2
-    assert capsys.readouterr().err == "training: error: feature column 'nope' not found\n"
+    assert capsys.readouterr().err == "training: error: --features names unknown column 'nope'\n"
 
 
 # --- bad input through the real CLI --------------------------------------------------------------
@@ -101,8 +101,8 @@ def _rows(label: str, n: int, start: int = 0) -> str:
     return "".join(f"{i}.5,{(i * 7) % 5}.25,{label}\n" for i in range(start, start + n))
 
 
-def _case(name: str, tmp: Path) -> tuple[list[str], str]:
-    """Arguments (besides --artifacts) and the fragment the one stderr line must contain."""
+def _case(name: str, tmp: Path) -> tuple[list[str], str | tuple[str, ...]]:
+    """Arguments (besides --artifacts) and the fragments the one stderr line must contain."""
     binary = make_binary_csv(tmp / "binary.csv")
     good = ["--data", str(binary), "--target", "label", "--features", "a,b,c"]
     cases: dict[str, tuple[list[str], str]] = {
@@ -117,15 +117,29 @@ def _case(name: str, tmp: Path) -> tuple[list[str], str]:
         ),
         "missing-feature": (
             [*good[:4], "--features", "a,b,d"],
-            "feature column 'd' not found",
+            "--features names unknown column 'd'",
         ),
-        "non-numeric-feature": (
-            [*good[:4], "--features", "a,note"],
-            "feature column 'note' is not numeric",
+        "unknown-categorical-and-exclude": (
+            [*good[:4], "--categorical", "zip", "--exclude", "label,e"],
+            (
+                "--categorical names unknown column 'zip'",
+                "--exclude names unknown column 'e'",
+                "target column 'label' is listed in --exclude",
+            ),
         ),
-        "extra-non-numeric-column-without-features": (
-            ["--data", str(binary), "--target", "label"],
-            "feature column 'note' is not numeric",
+        "several-bad-options": (
+            [
+                *good[:4],
+                *("--features", "a,q", "--name", "a/b", "--test-size", "0.7"),
+                *("--epochs", "0", "--threshold", "2"),
+            ],
+            (
+                "model name 'a/b'",
+                "--test-size must be between 0 and 0.5, got 0.7",
+                "--epochs must be at least 1, got 0",
+                "--threshold must be between 0 and 1, got 2",
+                "--features names unknown column 'q'",
+            ),
         ),
         "empty-file": (
             ["--data", str(_write(tmp / "empty.csv", "")), "--target", "label"],
@@ -153,14 +167,14 @@ def _case(name: str, tmp: Path) -> tuple[list[str], str]:
             ],
             "class 'b' has 2 rows; each class needs at least 6",
         ),
-        "missing-values": (
+        "blank-feature-column": (
             [
                 "--data",
-                str(_write(tmp / "nan.csv", "x,y,label\n1,,a\n" + _rows("b", 30))),
+                str(_write(tmp / "nan.csv", "x,y,label\n1, ,a\n2.5,NA,b\n3,,a\n")),
                 "--target",
                 "label",
             ],
-            "feature column 'y' has 1 missing values",
+            "feature column 'y' has no values",
         ),
         "not-a-csv": (
             [
@@ -194,13 +208,13 @@ BAD_INPUTS = [
     "data-is-directory",
     "missing-target",
     "missing-feature",
-    "non-numeric-feature",
-    "extra-non-numeric-column-without-features",
+    "unknown-categorical-and-exclude",
+    "several-bad-options",
     "empty-file",
     "header-only",
     "single-class",
     "too-few-rows",
-    "missing-values",
+    "blank-feature-column",
     "not-a-csv",
     "artifacts-is-a-file",
     "artifacts-under-a-file",
@@ -227,7 +241,7 @@ def _published_anything(root: Path) -> list[str]:
 @dataclass
 class BadRun:
     result: subprocess.CompletedProcess[str]
-    fragment: str
+    fragment: str | tuple[str, ...]
     artifacts: Path
     inputs: Path
 
@@ -280,7 +294,9 @@ def test_bad_input_exits_2_with_one_line_and_publishes_nothing(
     assert len(lines) == 1, result.stderr
     assert result.stderr == lines[0] + "\n"
     assert lines[0].startswith("training: error: ")
-    assert run.fragment in lines[0]
+    fragments = (run.fragment,) if isinstance(run.fragment, str) else run.fragment
+    for fragment in fragments:
+        assert fragment in lines[0]
     assert "Traceback" not in result.stderr
     assert not run.artifacts.exists()  # bad input is caught before anything is written
     assert _published_anything(run.inputs) == []

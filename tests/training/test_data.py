@@ -18,7 +18,13 @@ def _frame(**columns: list) -> pd.DataFrame:
 
 
 def _select(frame: pd.DataFrame, target: str = "label", features: list[str] | None = None):
-    return data.select(frame, target, features, "digest")
+    return data.select(frame, target, data.Choices(features=features), "digest")
+
+
+def _matrix(dataset: data.Dataset) -> np.ndarray:
+    """The numeric feature columns side by side."""
+    assert all(c.kind == "numeric" for c in dataset.columns)
+    return np.stack([c.values for c in dataset.columns], axis=1)
 
 
 # --- the embedded Iris data ------------------------------------------------------------------
@@ -28,8 +34,10 @@ def test_iris_default() -> None:
     dataset = data.load_dataset(None, None, None)
     assert dataset.features == data.IRIS_FEATURES
     assert dataset.target == data.IRIS_TARGET == "species"
-    assert dataset.x.shape == (150, 4)
-    assert dataset.x.dtype == np.float32
+    assert [c.kind for c in dataset.columns] == ["numeric"] * 4
+    assert _matrix(dataset).shape == (150, 4)
+    assert dataset.rows == 150
+    assert (dataset.left_out, dataset.dropped_rows, dataset.notes) == ({}, 0, [])
     labels, counts = np.unique(dataset.y, return_counts=True)
     assert labels.tolist() == ["setosa", "versicolor", "virginica"]
     assert counts.tolist() == [50, 50, 50]
@@ -39,11 +47,12 @@ def test_iris_default() -> None:
 
 
 def test_iris_with_picked_features() -> None:
-    dataset = data.load_dataset(None, None, ["petal_width", "sepal_length"])
+    choices = data.Choices(features=["petal_width", "sepal_length"])
+    dataset = data.load_dataset(None, None, choices)
     frame = data.load_iris_frame()
     assert dataset.features == ["petal_width", "sepal_length"]
     np.testing.assert_array_equal(
-        dataset.x, frame[["petal_width", "sepal_length"]].to_numpy(dtype=np.float32)
+        _matrix(dataset), frame[["petal_width", "sepal_length"]].to_numpy(dtype=np.float64)
     )
 
 
@@ -60,20 +69,25 @@ def test_read_csv_fingerprints_the_bytes(tmp_path: Path) -> None:
 
 def test_csv_with_string_labels_extra_column_and_another_order(tmp_path: Path) -> None:
     path = make_binary_csv(tmp_path / "b.csv")
-    dataset = data.load_dataset(path, "label", ["a", "b", "c"])
+    dataset = data.load_dataset(path, "label", data.Choices(features=["a", "b", "c"]))
     frame = pd.read_csv(path)
     assert dataset.features == ["a", "b", "c"]
-    np.testing.assert_array_equal(dataset.x, frame[["a", "b", "c"]].to_numpy(dtype=np.float32))
+    x = _matrix(dataset)
+    np.testing.assert_array_equal(x, frame[["a", "b", "c"]].to_numpy(dtype=np.float64))
     assert set(dataset.y.tolist()) == {"no", "yes"}
     assert dataset.y.tolist() == frame["label"].tolist()
     # The labels really follow column "a" (and "b"), not the file's column order.
-    assert ((dataset.x[:, 0] + 0.5 * dataset.x[:, 1] > 0) == (dataset.y == "yes")).mean() > 0.95
+    assert ((x[:, 0] + 0.5 * x[:, 1] > 0) == (dataset.y == "yes")).mean() > 0.95
 
 
-def test_csv_extra_non_numeric_column_without_features(tmp_path: Path) -> None:
+def test_csv_extra_text_id_column_is_left_out_without_features(tmp_path: Path) -> None:
+    """A text column whose values are all distinct (row0, row1, ...) is an ID, not a feature."""
     path = make_binary_csv(tmp_path / "b.csv")
-    with pytest.raises(TrainingError, match=r"^feature column 'note' is not numeric$"):
-        data.load_dataset(path, "label", None)
+    dataset = data.load_dataset(path, "label", None)
+    assert dataset.features == ["b", "a", "c"]
+    assert list(dataset.left_out) == ["note"]
+    assert "distinct" in dataset.left_out["note"]
+    assert any("left out column 'note'" in note for note in dataset.notes)
 
 
 def test_csv_all_other_columns_are_features_by_default(tmp_path: Path) -> None:
@@ -81,7 +95,7 @@ def test_csv_all_other_columns_are_features_by_default(tmp_path: Path) -> None:
     path.write_text("z,label,y\n1,a,2\n3,b,4\n")
     dataset = data.load_dataset(path, "label", None)
     assert dataset.features == ["z", "y"]
-    assert dataset.x.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert _matrix(dataset).tolist() == [[1.0, 2.0], [3.0, 4.0]]
 
 
 def test_numeric_labels_stay_numbers(tmp_path: Path) -> None:
@@ -129,16 +143,25 @@ def test_target_is_required_with_data(tmp_path: Path) -> None:
     ("frame", "target", "features", "message"),
     [
         (_frame(x=[1.0], label=["a"]), "species", None, "target column 'species' not found"),
-        (_frame(x=[1.0], label=["a"]), "label", ["x", "w"], "feature column 'w' not found"),
-        (_frame(x=[1.0], label=["a"]), "label", ["x", "label"], "also listed as a feature"),
-        (_frame(x=[1.0], label=["a"]), "label", ["x", "x"], "listed twice"),
+        (
+            _frame(x=[1.0], label=["a"]),
+            "label",
+            ["x", "w"],
+            "--features names unknown column 'w'",
+        ),
+        (
+            _frame(x=[1.0], label=["a"]),
+            "label",
+            ["x", "label"],
+            "target column 'label' is also listed in --features",
+        ),
+        (_frame(x=[1.0], label=["a"]), "label", ["x", "x"], "listed twice in --features"),
         (_frame(x=[1.0], label=["a"]), "label", [], "no feature columns"),
         (_frame(label=["a"]), "label", None, "no feature columns"),
-        (_frame(x=["1", "two"], label=["a", "b"]), "label", None, "'x' is not numeric"),
-        (_frame(x=[True, False], label=["a", "b"]), "label", None, "'x' is not numeric"),
-        (_frame(x=[1.0, np.nan], label=["a", "b"]), "label", None, "'x' has 1 missing values"),
+        (_frame(x=[np.nan, np.nan], label=["a", "b"]), "label", None, "'x' has no values"),
+        (_frame(x=["", "NA"], label=["a", "b"]), "label", None, "'x' has no values"),
         (_frame(x=[1.0, np.inf], label=["a", "b"]), "label", None, "'x' has infinite values"),
-        (_frame(x=[1.0, 2.0], label=["a", None]), "label", None, "'label' has 1 missing values"),
+        (_frame(x=[1.0, 2.0], label=[None, " "]), "label", None, "'label' has no values"),
         (_frame(x=[], label=[]), "label", None, "header but no rows"),
     ],
     ids=[
@@ -148,11 +171,10 @@ def test_target_is_required_with_data(tmp_path: Path) -> None:
         "feature-twice",
         "empty-features",
         "only-target",
-        "strings",
-        "bools",
         "nan-feature",
+        "blank-text-feature",
         "inf-feature",
-        "nan-target",
+        "blank-target",
         "no-rows",
     ],
 )
@@ -160,12 +182,12 @@ def test_select_rejects(
     frame: pd.DataFrame, target: str, features: list | None, message: str
 ) -> None:
     with pytest.raises(TrainingError, match=message):
-        data.select(frame, target, features, "digest")
+        data.select(frame, target, data.Choices(features=features), "digest")
 
 
 def test_select_rejects_duplicate_column_names() -> None:
     frame = pd.DataFrame([[1.0, 2.0, "a"]], columns=["x", "x", "label"])
-    with pytest.raises(TrainingError, match="duplicate column name: x"):
+    with pytest.raises(TrainingError, match="duplicate column name: 'x'"):
         _select(frame)
 
 
@@ -174,9 +196,12 @@ def test_missing_target_lists_the_columns() -> None:
         _select(_frame(x=[1.0], y=[2.0], label=["a"]), target="species")
 
 
-def test_integer_features_become_float32() -> None:
-    dataset = _select(_frame(x=[1, 2, 3], label=["a", "b", "a"]))
-    assert dataset.x.dtype == np.float32
+def test_integer_features_become_floats() -> None:
+    dataset = _select(_frame(x=[1, 5, 3], label=["a", "b", "a"]))
+    (column,) = dataset.columns
+    assert column.kind == "numeric"
+    assert column.values.dtype == np.float64
+    assert column.values.tolist() == [1.0, 5.0, 3.0]
     assert dataset.sha256 == "digest"
 
 

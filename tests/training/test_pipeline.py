@@ -35,13 +35,18 @@ def _leftovers(artifacts: Path) -> list[str]:
     return [p.name for p in artifacts.rglob(f"{bundle.TEMP_PREFIX}*")]
 
 
+def _head_activation(model) -> str:
+    """The activation of the last layer of the core model inside model.keras."""
+    return model.get_layer(bundle.CORE_LAYER).layers[-1].get_config()["activation"]
+
+
 def _decode(directory: Path, data_path: Path | None = None):
     """Predict the held-out rows with model.keras and decode through label_encoder.joblib."""
     loaded = load_bundle(directory)
-    x_test, y_test = held_out_rows(loaded.metadata, data_path)
-    probabilities = class_probabilities(loaded.model.predict(x_test, verbose=0))
+    held_out = held_out_rows(loaded.metadata, data_path)
+    probabilities = class_probabilities(loaded.model.predict(held_out.raw, verbose=0))
     labels = loaded.encoder.inverse_transform(probabilities.argmax(axis=1))
-    return loaded, probabilities, labels, y_test
+    return loaded, probabilities, labels, held_out.y
 
 
 # --- Iris, the default run -------------------------------------------------------------------
@@ -108,7 +113,7 @@ def test_onehot_labels_decode_through_the_fitted_encoder(iris_onehot_bundle: Pat
     assert loaded.metadata.output_units == 3
     assert loaded.metadata.training["loss"] == "categorical_crossentropy"
     assert loaded.model.output_shape == (None, 3)
-    assert loaded.model.layers[-1].get_config()["activation"] == "softmax"
+    assert _head_activation(loaded.model) == "softmax"
     assert loaded.encoder.classes_.tolist() == loaded.metadata.classes == IRIS_CLASSES
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     assert set(labels.tolist()) <= set(IRIS_CLASSES)
@@ -132,7 +137,7 @@ def test_binary_target_gets_one_sigmoid_unit(binary_bundle: Path, binary_csv: Pa
     assert metadata.training["loss"] == "binary_crossentropy"
     assert loaded.encoder.classes_.tolist() == ["no", "yes"]
     assert loaded.model.output_shape == (None, 1)
-    assert loaded.model.layers[-1].get_config()["activation"] == "sigmoid"
+    assert _head_activation(loaded.model) == "sigmoid"
     assert ((probabilities >= 0) & (probabilities <= 1)).all()
     assert set(labels.tolist()) <= {"no", "yes"}
     accuracy = float(np.mean(labels == y_test))
@@ -177,7 +182,7 @@ def test_binary_with_onehot_gets_two_softmax_units(tmp_path: Path, binary_csv: P
     assert loaded.metadata.output_units == 2
     assert loaded.metadata.training["loss"] == "categorical_crossentropy"
     assert loaded.model.output_shape == (None, 2)
-    assert loaded.model.layers[-1].get_config()["activation"] == "softmax"
+    assert _head_activation(loaded.model) == "softmax"
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     assert set(labels.tolist()) <= {"no", "yes"}
     assert float(np.mean(labels == y_test)) == pytest.approx(loaded.metadata.metrics["accuracy"])
@@ -263,7 +268,9 @@ def test_unexpected_crash_leaves_no_version(tmp_path: Path, monkeypatch: pytest.
         ({"test_size": 0.0}, "--test-size"),
         ({"epochs": 0}, "--epochs must be at least 1"),
         ({"target": "colour"}, "target column 'colour' not found"),
-        ({"features": ["petal_width", "stem"]}, "feature column 'stem' not found"),
+        ({"features": ["petal_width", "stem"]}, "--features names unknown column 'stem'"),
+        ({"threshold": "0.3"}, "--threshold applies to a binary target; this one has 3 classes"),
+        ({"class_weight": "heavy"}, "--class-weight must be auto, balanced or none"),
     ],
 )
 def test_bad_options_write_nothing(tmp_path: Path, options: dict, message: str) -> None:
@@ -291,7 +298,7 @@ def test_progress_and_report_unless_quiet(tmp_path: Path, capsys: pytest.Capture
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[-1] == str(published)
-    assert "training iris on 96 rows, 4 features, 3 classes" in out
+    assert "training iris on 96 rows, 4 features (4 numeric), 3 classes" in out
     assert "Epoch 1/3" in out and "Epoch 3/3" in out
     assert "test accuracy" in out
     assert "confusion matrix (rows: true, columns: predicted)" in out
@@ -330,8 +337,9 @@ def test_litert_agrees_with_keras_on_the_test_split(
     assert loaded.metadata.litert_max_abs_diff is not None
     assert 0.0 <= loaded.metadata.litert_max_abs_diff <= 1e-5
 
-    x_test, _ = held_out_rows(loaded.metadata, binary_csv if which == "binary_bundle" else None)
-    expected = np.asarray(loaded.model.predict(x_test, verbose=0))
+    held_out = held_out_rows(loaded.metadata, binary_csv if which == "binary_bundle" else None)
+    x_test = held_out.encoded
+    expected = np.asarray(loaded.model.predict(held_out.raw, verbose=0))
     actual = _litert(directory / bundle.MODEL_TFLITE, x_test)
     assert actual.shape == expected.shape == (len(x_test), loaded.metadata.output_units)
     assert float(np.max(np.abs(actual - expected))) <= 1e-5
@@ -366,8 +374,11 @@ def test_same_seed_gives_the_same_model(tmp_path: Path) -> None:
     assert len(weights_a) == len(weights_b)
     for wa, wb in zip(weights_a, weights_b, strict=True):
         np.testing.assert_array_equal(wa, wb)
-    x = held_out_rows(a.metadata)[0]
-    np.testing.assert_array_equal(a.model.predict(x, verbose=0), b.model.predict(x, verbose=0))
+    held_out = held_out_rows(a.metadata)
+    x = held_out.encoded
+    np.testing.assert_array_equal(
+        a.model.predict(held_out.raw, verbose=0), b.model.predict(held_out.raw, verbose=0)
+    )
     np.testing.assert_array_equal(
         _litert(first / bundle.MODEL_TFLITE, x), _litert(second / bundle.MODEL_TFLITE, x)
     )
