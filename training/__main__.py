@@ -61,11 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["auto", "balanced", "none"],
         default="auto",
         help="weigh classes by inverse frequency: auto (default) does when the rarest class has "
-        "under a fifth of the commonest one's rows",
+        "under a tenth of the commonest one's rows",
     )
     parser.add_argument(
         "--threshold",
-        default="0.5",
+        default=None,
         help="binary targets: probability of the positive class (the second in label order) at "
         "or above which it is the label; a number, or 'f1' to pick the best F1 on the "
         "validation split (default 0.5)",

@@ -242,6 +242,14 @@ def select(frame: pd.DataFrame, target: str, choices: Choices | None, sha256: st
         clash = [n for n in choices.features if n in choices.exclude]
         if clash:
             problems.append(f"{', '.join(map(repr, clash))} is in both --features and --exclude")
+        unused = [n for n in choices.categorical if n in columns and n not in choices.features]
+        if unused:
+            problems.append(
+                f"--categorical names {', '.join(map(repr, unused))}, not in --features"
+            )
+    unused = [n for n in choices.categorical if n in choices.exclude]
+    if unused:
+        problems.append(f"{', '.join(map(repr, unused))} is in both --categorical and --exclude")
     if problems:
         raise TrainingError("; ".join(problems))
 

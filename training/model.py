@@ -4,8 +4,9 @@ Two models share one set of weights:
 
 - the *core* takes the encoded matrix (``bundle.columns``: one float32 column per feature, NaN
   for a blank number, a vocabulary index for a category). It imputes blanks with the training
-  medians, adds a missing-indicator per nullable feature, normalizes numbers, one-hot encodes
-  (or embeds) categories and runs the network. It is what training fits and what
+  medians, adds a missing-indicator per nullable feature, normalizes numbers (and adds their
+  piecewise-linear encoding over training quantile bins), one-hot encodes (or embeds)
+  categories and runs the network. It is what training fits and what
   ``model.tflite`` holds.
 - the *full* model, saved as ``model.keras``, takes raw values, one input per feature (floats
   with NaN, strings), looks categories up with ``StringLookup`` and calls the core, so any
@@ -15,6 +16,7 @@ Two models share one set of weights:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -30,9 +32,21 @@ Encoding = Literal["sparse", "onehot"]
 # Up to this many vocabulary entries (plus the unseen bucket) a category is one-hot encoded;
 # above it, embedded in EMBEDDING_DIM(n) dimensions.
 ONE_HOT_MAX = 64
-HIDDEN = (64, 32)
-LEARNING_RATE = 3e-3
+# Tuned with bench/quality.py (bench/QUALITY.md) against gradient boosting on six public tables.
+HIDDEN = (128, 64)
+DROPOUT = 0.2  # after each hidden layer
+LEARNING_RATE = 1e-3  # Adam
+# Epochs without a better validation loss before the learning rate is halved (0: never).
+LR_PATIENCE = 5
+LR_FACTOR = 0.5
+# Epochs without a better validation loss before training stops (the best weights are kept).
 PATIENCE = 20
+MAX_BATCH = 256
+BATCH_DIVISOR = 40  # batch_size(rows): about rows / BATCH_DIVISOR, a power of two
+# Numeric features also enter piecewise-linearly encoded over up to this many quantile bins of
+# the training split (Gorishniy et al., 2022, "On Embeddings for Numerical Features in Tabular
+# Deep Learning"): a threshold on one feature is then one weight away. 0: off.
+NUMERIC_BINS = 16
 # StringLookup's own out-of-vocabulary token must never be a user's category.
 OOV_TOKEN = "\x00unseen"
 
@@ -74,17 +88,49 @@ def _normalization_stats(x_train: np.ndarray, fill: np.ndarray) -> tuple[np.ndar
     return mean, variance
 
 
+def bin_edges(values: np.ndarray, bins: int) -> np.ndarray:
+    """Distinct quantile edges of a feature's (imputed) training values; fewer than 3: none.
+
+    Edges closer than 1e-4 of the range are merged: a bin that narrow would magnify float32
+    rounding, and LiteRT must answer within 1e-5 of Keras."""
+    quantiles = np.quantile(values.astype(np.float64), np.linspace(0.0, 1.0, bins + 1))
+    gap = 1e-4 * (quantiles[-1] - quantiles[0])
+    edges = [quantiles[0]]
+    for edge in quantiles[1:]:
+        if edge - edges[-1] > gap:
+            edges.append(edge)
+    return np.asarray(edges) if len(edges) >= 3 else np.empty(0)
+
+
+def _piecewise_linear(x_train: np.ndarray, bins: int) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """For every bin of every column of ``x_train``: its column, left edge and 1 / width."""
+    columns: list[int] = []
+    lefts: list[float] = []
+    scales: list[float] = []
+    for k in range(x_train.shape[1]):
+        edges = bin_edges(x_train[:, k], bins)
+        for left, right in itertools.pairwise(edges):
+            columns.append(k)
+            lefts.append(left)
+            scales.append(1.0 / (right - left))
+    return columns, np.array([lefts], np.float32), np.array([scales], np.float32)
+
+
 def build_core(
     specs: list[bundle.FeatureStats],
     x_train: np.ndarray,
     head: Head,
-    hidden: tuple[int, ...] = HIDDEN,
-    learning_rate: float = LEARNING_RATE,
+    hidden: tuple[int, ...] | None = None,
+    learning_rate: float | None = None,
+    dropout: float | None = None,
 ) -> keras.Model:
     """The network on the encoded matrix, with imputation and normalization inside."""
     import keras
     from keras import ops
 
+    hidden = HIDDEN if hidden is None else hidden
+    learning_rate = LEARNING_RATE if learning_rate is None else learning_rate
+    dropout = DROPOUT if dropout is None else dropout
     inputs = keras.Input(shape=(len(specs),), name="features")
     parts = []
     dense = [j for j, s in enumerate(specs) if s.kind != "categorical"]
@@ -96,6 +142,13 @@ def build_core(
         mean, variance = _normalization_stats(x_train[:, dense], fill)
         normalize = keras.layers.Normalization(mean=mean, variance=variance, name="normalize")
         parts.append(normalize(filled))
+        numeric = [k for k, j in enumerate(dense) if specs[j].kind == "numeric"]
+        if NUMERIC_BINS and numeric:
+            x_filled = np.where(np.isnan(x_train[:, dense]), fill, x_train[:, dense])
+            columns, lefts, scales = _piecewise_linear(x_filled[:, numeric], NUMERIC_BINS)
+            if columns:
+                binned = ops.take(filled, [numeric[c] for c in columns], axis=1)
+                parts.append(ops.clip((binned - lefts) * scales, 0.0, 1.0))
         nullable = [k for k, j in enumerate(dense) if specs[j].nullable]
         if nullable:
             parts.append(ops.cast(ops.take(missing, nullable, axis=1), "float32"))
@@ -113,6 +166,8 @@ def build_core(
     x = keras.layers.Concatenate(axis=1, name="encoded")(parts) if len(parts) > 1 else parts[0]
     for i, units in enumerate(hidden):
         x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
     outputs = keras.layers.Dense(head.units, activation=head.activation, name="probabilities")(x)
     core = keras.Model(inputs, outputs, name=bundle.CORE_LAYER)
     core.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=head.loss)
@@ -170,7 +225,7 @@ def sample_weights(y: np.ndarray, n_classes: int, mode: str) -> np.ndarray | Non
 
 def batch_size(rows: int) -> int:
     """Small batches for small tables; larger ones keep a big table's epochs short."""
-    return int(min(256, max(8, 2 ** round(np.log2(max(rows, 1) / 40)))))
+    return int(min(MAX_BATCH, max(8, 2 ** round(np.log2(max(rows, 1) / BATCH_DIVISOR)))))
 
 
 def fit(
@@ -188,6 +243,13 @@ def fit(
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=PATIENCE, restore_best_weights=True, min_delta=1e-4
     )
+    callbacks: list[keras.callbacks.Callback] = [stop]
+    if LR_PATIENCE:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=LR_FACTOR, patience=LR_PATIENCE, min_delta=1e-4
+            )
+        )
     val = validation if validation_weights is None else (*validation, validation_weights)
     history = model.fit(
         train[0],
@@ -196,7 +258,7 @@ def fit(
         validation_data=val,
         epochs=epochs,
         batch_size=batch_size(len(train[0])),
-        callbacks=[stop],
+        callbacks=callbacks,
         verbose=0 if quiet else 2,
         shuffle=True,
     )

@@ -33,7 +33,7 @@ REFERENCE_ROWS = 5
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # --class-weight auto balances the classes when the rarest has under this share of the
 # commonest one's rows.
-AUTO_BALANCE_RATIO = 0.2
+AUTO_BALANCE_RATIO = 0.1
 CLASS_WEIGHTS = ("auto", "balanced", "none")
 # A category no training table has: the extra reference row sends it to the unseen bucket.
 UNSEEN_PROBE = "\x00reference-unseen"
@@ -57,7 +57,7 @@ class Options:
     categorical: list[str] | None = None
     exclude: list[str] | None = None
     class_weight: str = "auto"
-    threshold: str = "0.5"
+    threshold: str | None = None  # None: 0.5 for a binary target; refused for a multi-class one
 
 
 def _say(options: Options, message: str) -> None:
@@ -137,7 +137,7 @@ def run(options: Options) -> Path:
         problems.append(
             f"--class-weight must be auto, balanced or none, got {options.class_weight!r}"
         )
-    if options.threshold != "f1":
+    if options.threshold not in (None, "f1"):
         try:
             evaluate.choose_threshold(options.threshold, np.zeros(0), np.zeros((0, 2)))
         except TrainingError as exc:
@@ -152,7 +152,7 @@ def run(options: Options) -> Path:
     except TrainingError as exc:
         raise TrainingError("; ".join([*problems, str(exc)])) from None
     n_classes = len(np.unique(dataset.y))
-    if n_classes > 2 and options.threshold != "0.5":
+    if n_classes > 2 and options.threshold is not None:
         problems.append(f"--threshold applies to a binary target; this one has {n_classes} classes")
     if problems:
         raise TrainingError("; ".join(problems))
@@ -196,7 +196,7 @@ def run(options: Options) -> Path:
         if binary:
             p_validation = class_probabilities(core(x[parts.validation], training=False))
             threshold = evaluate.choose_threshold(
-                options.threshold, y[parts.validation], p_validation
+                options.threshold or "0.5", y[parts.validation], p_validation
             )
         probabilities = class_probabilities(core(x[parts.test], training=False))
         metrics = evaluate.compute(
@@ -261,7 +261,7 @@ def run(options: Options) -> Path:
                 "test_rows": len(parts.test),
                 "loss": head.loss,
                 "class_weight": weighting,
-                "threshold_option": options.threshold if binary else None,
+                "threshold_option": (options.threshold or "0.5") if binary else None,
             },
         )
         published = publish(staging, options.artifacts, metadata, options.signing_key)

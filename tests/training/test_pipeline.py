@@ -270,6 +270,7 @@ def test_unexpected_crash_leaves_no_version(tmp_path: Path, monkeypatch: pytest.
         ({"target": "colour"}, "target column 'colour' not found"),
         ({"features": ["petal_width", "stem"]}, "--features names unknown column 'stem'"),
         ({"threshold": "0.3"}, "--threshold applies to a binary target; this one has 3 classes"),
+        ({"threshold": "0.5"}, "--threshold applies to a binary target"),
         ({"class_weight": "heavy"}, "--class-weight must be auto, balanced or none"),
     ],
 )

@@ -447,9 +447,20 @@ def test_class_weight_auto_balances_a_rare_class_only() -> None:
     even = np.array([1] * 50 + [0] * 50)
     assert class_weight_mode("auto", rare, 2) == "balanced"
     assert class_weight_mode("auto", even, 2) == "none"
-    assert class_weight_mode("auto", np.array([0] * 40 + [1] * 30 + [2] * 9), 3) == "none"
-    assert class_weight_mode("auto", np.array([0] * 40 + [1] * 30 + [2] * 7), 3) == "balanced"
+    # The rarest class under a tenth of the commonest one's rows: balanced.
+    assert class_weight_mode("auto", np.array([0] * 40 + [1] * 30 + [2] * 4), 3) == "none"
+    assert class_weight_mode("auto", np.array([0] * 40 + [1] * 30 + [2] * 3), 3) == "balanced"
+    assert class_weight_mode("auto", np.array([1] * 15 + [0] * 85), 2) == "none"  # 15% positive
     assert class_weight_mode("none", rare, 2) == "none"
     assert class_weight_mode("balanced", even, 2) == "balanced"
     with pytest.raises(TrainingError, match="--class-weight must be auto, balanced or none"):
         class_weight_mode("inverse", even, 2)
+
+
+def test_categorical_must_name_a_feature(tmp_path: Path) -> None:
+    rows = ["1,02134,3,a", "2,02139,4,b"]
+    text = _csv("x,zip,w,y", rows)
+    with pytest.raises(TrainingError, match=r"--categorical names 'zip', not in --features"):
+        _load(tmp_path, text, features=["x"], categorical=["zip"])
+    with pytest.raises(TrainingError, match=r"'w' is in both --categorical and --exclude"):
+        _load(tmp_path, text, categorical=["w"], exclude=["w"])
