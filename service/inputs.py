@@ -328,13 +328,20 @@ def _plain_numbers(rows: list[list[Any]]) -> bool:
 _PLAIN_CSV_BYTES = b"0123456789.eE+-,"
 
 
+# The line ends of a CSV file (RFC 4180's CRLF, and LF or CR alone).
+_CSV_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
 def parse_csv_body(body: bytes, schema: Schema) -> Parsed:
     """A CSV body whose header names every feature once (any order, no other columns)."""
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise MalformedBody("CSV body is not valid UTF-8") from None
-    lines = text.splitlines()
+    # str.splitlines() also breaks at \x0b, \x0c, \x1c-\x1e, \x85, \u2028 and \u2029, which are
+    # text in a cell (a category), not line ends. Numbers never hold them: the numeric path keeps
+    # splitlines().
+    lines = text.splitlines() if schema.typed is None else _CSV_LINE_END.split(text)
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:

@@ -13,6 +13,10 @@ import copy
 import re
 from typing import Any
 
+import numpy as np
+
+from bundle import columns
+from service.api.v2 import DATATYPES, FLOAT16_MAX, KIND_DATATYPES
 from service.settings import Settings
 from service.typed import MAX_ABS_VALUE
 
@@ -120,30 +124,62 @@ def _typed(model: Any) -> bool:
     return model is not None and getattr(model, "typed", None) is not None
 
 
+# What str.strip() strips (str.isspace), as literal characters in a regex class: read the same
+# by Python's, ECMAScript's and Rust's regex engines.
+_SPACE = "[\t-\r\x1c- \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*"
+
+
+def _escape(text: str) -> str:
+    """Escape regex metacharacters only (``re.escape`` also escapes ``#``, ``-`` and others,
+    which ECMAScript's unicode mode refuses)."""
+    return "".join("\\" + c if c in "\\^$.|?*+()[]{}" else c for c in text)
+
+
+# A text the service reads as a blank (bundle.columns.MISSING_TOKENS, surrounding space ignored).
+BLANK_TEXT = (
+    f"^{_SPACE}(?:{'|'.join(_escape(t) for t in sorted(columns.MISSING_TOKENS) if t)})?{_SPACE}$"
+)
+# A text the service reads as true or false (any case), or as 1 or 0.
+BOOLEAN_TEXT = f"^{_SPACE}(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|0|1){_SPACE}$"
+
+
 def feature_value(model: Any, j: int) -> dict[str, Any]:
-    """The JSON Schema of feature ``j``'s value for a typed model."""
+    """The JSON Schema of feature ``j``'s value for a typed model: what ``service.typed`` reads
+    from JSON (a text cell as a CSV cell would be read, a blank text as a blank)."""
     feature = model.codec.features[j]
     spec = model.metadata.features[j]
+    blank_text = {"type": "string", "pattern": BLANK_TEXT}
     if feature.kind == "categorical":
-        vocabulary = spec.vocabulary or []
+        vocabulary = [v for v in spec.vocabulary or [] if v]
         shown = ", ".join(repr(v) for v in vocabulary[:10])
         more = f" and {len(vocabulary) - 10} more" if len(vocabulary) > 10 else ""
-        schema: dict[str, Any] = {
-            "anyOf": [{"type": "string"}, {"type": "number"}],
-            "description": f"{spec.name}: a category ({shown}{more}); another is answered "
-            "with a warning",
-        }
+        text: dict[str, Any] = {"type": "string"}
+        if not feature.blank_ok:
+            text["not"] = blank_text
+        forms: list[dict[str, Any]] = [text, {"type": "number"}, {"type": "boolean"}]
+        description = (
+            f"{spec.name}: a category ({shown}{more}); another text, number or true/false is "
+            "answered with a warning"
+        )
     elif feature.kind == "boolean":
-        schema = {"type": "boolean", "description": f"{spec.name}: true or false"}
+        forms = [
+            {"type": "boolean"},
+            {"type": "number", "enum": [0, 1]},
+            {"type": "string", "pattern": BOOLEAN_TEXT},
+        ]
+        description = f'{spec.name}: true or false (also 1 or 0, or the text "true"/"false")'
     else:
-        schema = {**_number(), "description": f"{spec.name}: a number"}
+        forms = [_number()]
+        description = f"{spec.name}: a number"
     if feature.blank_ok:
         blank = "blank in training" if feature.nullable else "MISSING_VALUES=impute"
-        return {
-            "anyOf": [schema, {"type": "null"}],
-            "description": schema.get("description", "") + f"; null for a blank ({blank})",
-        }
-    return schema
+        if feature.kind != "categorical":  # any text is a category, a blank one included
+            forms.append(blank_text)
+        forms.append({"type": "null"})
+        description += f"; null or an empty text for a blank ({blank})"
+    if len(forms) == 1:
+        return {**forms[0], "description": description}
+    return {"anyOf": forms, "description": description}
 
 
 def _row(model: Any) -> dict[str, Any]:
@@ -163,13 +199,23 @@ def _row(model: Any) -> dict[str, Any]:
     return row
 
 
-def _record(model: Any, value: dict[str, Any] | None = None) -> dict[str, Any]:
+def _one_or_list_of_one(value: dict[str, Any]) -> dict[str, Any]:
+    """A value, or a list holding just it (as tf.Example features are)."""
+    return {"anyOf": [value, {"type": "array", "items": value, "minItems": 1, "maxItems": 1}]}
+
+
+def _record(model: Any, value: dict[str, Any] | None = None, lists: bool = False) -> dict[str, Any]:
+    """A record by feature name; ``lists``: each value may also be a list of one value."""
     value = value or _number()
+    if lists:
+        value = _one_or_list_of_one(value)
     if model is None:
         return {"type": "object", "additionalProperties": value, "minProperties": 1}
     properties = {f: value for f in model.feature_names}
     if _typed(model):
         properties = {f: feature_value(model, j) for j, f in enumerate(model.feature_names)}
+        if lists:
+            properties = {f: _one_or_list_of_one(v) for f, v in properties.items()}
     return {
         "type": "object",
         "properties": properties,
@@ -212,6 +258,31 @@ def predict_request(model: Any, max_rows: int) -> dict[str, Any]:
     }
 
 
+# A header name or category that needs no CSV quoting and no regex escaping beyond ".".
+_PLAIN_CELL = re.compile(r"[A-Za-z0-9_.-]+(?: [A-Za-z0-9_.-]+)*")
+_CSV_NUMBER = r"-?[0-9]{1,3}(\.[0-9]{1,6})?"
+
+
+def _csv_cell(model: Any, j: int) -> str:
+    """A pattern for feature ``j``'s CSV cells (the common forms: short numbers, the training
+    categories, true/false), empty where the feature takes a blank."""
+    feature = model.codec.features[j]
+    if feature.kind == "numeric":
+        cell = _CSV_NUMBER
+    elif feature.kind == "boolean":
+        cell = "true|false|TRUE|FALSE|True|False|0|1"
+    else:
+        vocabulary = model.metadata.features[j].vocabulary or []
+        plain = [
+            _escape(v)
+            for v in vocabulary
+            if _PLAIN_CELL.fullmatch(v) and v not in columns.MISSING_TOKENS
+        ]
+        cell = "|".join(plain) or "c[a-z0-9]{0,8}"  # "c...": never a blank token
+    # A single empty cell would make an empty line, which is no row.
+    return f"(?:{cell})?" if feature.blank_ok and model.n_features > 1 else f"(?:{cell})"
+
+
 def predict_csv(model: Any, max_rows: int) -> dict[str, Any]:
     """A header naming every feature, then rows of numbers (the header may list any order)."""
     schema: dict[str, Any] = {
@@ -224,6 +295,10 @@ def predict_csv(model: Any, max_rows: int) -> dict[str, Any]:
             "; numbers, text and true/false as written in the training CSV, an empty cell "
             "for a blank"
         )
+        if all(_PLAIN_CELL.fullmatch(f) for f in model.feature_names):
+            row = ",".join(_csv_cell(model, j) for j in range(model.n_features))
+            header = ",".join(_escape(f) for f in model.feature_names)
+            schema["pattern"] = rf"^{header}(\r?\n{row})+\r?\n?$"
     elif model is not None:
         number = r"-?[0-9]{1,3}(\.[0-9]{1,6})?"
         row = ",".join([number] * model.n_features)
@@ -272,9 +347,6 @@ def tf_predict_request(model: Any) -> dict[str, Any]:
 
 
 def tf_classify_request(model: Any) -> dict[str, Any]:
-    value = {
-        "anyOf": [_number(), {"type": "array", "items": _number(), "minItems": 1, "maxItems": 1}]
-    }
     return {
         "type": "object",
         "required": ["examples"],
@@ -282,7 +354,7 @@ def tf_classify_request(model: Any) -> dict[str, Any]:
         "examples in context (then no example repeats it)",
         "properties": {
             "signature_name": {"enum": [*_TF_SIGNATURES, "tensorflow/serving/classify", None]},
-            "examples": {"type": "array", "minItems": 1, "items": _record(model, value)},
+            "examples": {"type": "array", "minItems": 1, "items": _record(model, lists=True)},
             "context": {"anyOf": [{"type": "object", "maxProperties": 0}, {"type": "null"}]},
         },
     }
@@ -318,32 +390,90 @@ def _parameters(properties: dict[str, Any], *refused: str) -> dict[str, Any]:
     return schema
 
 
-def _v2_feature_inputs(model: Any) -> dict[str, Any]:
-    """One input per feature (any order), for a model with text or true/false features."""
-    tensors = []
-    for j, spec in enumerate(model.metadata.features):
-        value = feature_value(model, j)
-        datatype = {"categorical": "BYTES", "boolean": "BOOL"}.get(spec.kind, "FP32")
-        tensors.append(
-            {
-                "type": "object",
-                "required": ["name", "shape", "datatype", "data"],
-                "properties": {
-                    "name": {"const": spec.name},
-                    "datatype": {"const": datatype},
-                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}},
-                    "data": {"type": "array", "items": value, "minItems": 1},
-                },
-            }
+def _v2_data_forms(feature: Any) -> list[tuple[list[str], dict[str, Any]]]:
+    """The datatypes a per-feature input of ``feature``'s kind takes (``KIND_DATATYPES``), each
+    with the JSON value its data holds."""
+    integers = [d for d in KIND_DATATYPES[feature.kind] if d.startswith(("INT", "UINT"))]
+    forms: list[tuple[list[str], dict[str, Any]]] = []
+    if feature.kind == "boolean":  # true/false, or 1/0 as model.keras takes them
+        forms.append((["BOOL"], {"type": "boolean"}))
+        forms.append((["FP32", "FP64", "FP16"], {"type": "number", "enum": [0, 1]}))
+        forms.append((integers, {"type": "integer", "enum": [0, 1]}))
+    elif feature.kind == "categorical":  # text, or number-like codes
+        text: dict[str, Any] = {"type": "string"}
+        if not feature.blank_ok:
+            text["not"] = {"type": "string", "pattern": BLANK_TEXT}
+        forms.append((["BYTES"], text))
+        for datatype in integers:
+            info = np.iinfo(DATATYPES[datatype])
+            bounds = {"minimum": int(info.min), "maximum": int(info.max)}
+            forms.append(([datatype], {"type": "integer", **bounds}))
+    else:
+        forms.append((["FP32", "FP64"], _number()))
+        forms.append(
+            (["FP16"], {"type": "number", "minimum": -FLOAT16_MAX, "maximum": FLOAT16_MAX})
         )
+        for datatype in integers:
+            info = np.iinfo(DATATYPES[datatype])
+            low, high = (
+                max(int(info.min), -int(MAX_ABS_VALUE)),
+                min(int(info.max), int(MAX_ABS_VALUE)),
+            )
+            forms.append(([datatype], {"type": "integer", "minimum": low, "maximum": high}))
+    if feature.blank_ok:
+        forms = [(d, {"anyOf": [v, {"type": "null"}]}) for d, v in forms]
+    return forms
+
+
+def _v2_feature_tensor(feature: Any, rows: int) -> dict[str, Any]:
+    """One feature's input for a batch of ``rows``: shape [rows] or [rows, 1], data flat or
+    nested, in any of the datatypes the feature's kind takes."""
+    branches = []
+    for datatypes, value in _v2_data_forms(feature):
+        flat = {"type": "array", "items": value, "minItems": rows, "maxItems": rows}
+        column = {"type": "array", "items": value, "minItems": 1, "maxItems": 1}
+        nested = {"type": "array", "items": column, "minItems": rows, "maxItems": rows}
+        datatype = {"const": datatypes[0]} if len(datatypes) == 1 else {"enum": datatypes}
+        branches.append({"properties": {"datatype": datatype, "data": {"anyOf": [flat, nested]}}})
     return {
-        "type": "array",
-        "minItems": len(tensors),
-        "maxItems": len(tensors),
-        "items": {"anyOf": tensors},
+        "type": "object",
+        "required": ["name", "shape", "datatype", "data"],
+        "properties": {
+            "name": {"const": feature.name},
+            "shape": {"enum": [[rows], [rows, 1]]},
+            "parameters": {
+                "anyOf": [
+                    _parameters({}, "binary_data_size", "shared_memory_region"),
+                    {"type": "null"},
+                ]
+            },
+        },
+        "anyOf": branches,
+    }
+
+
+def _v2_feature_inputs(model: Any) -> dict[str, Any]:
+    """One input per feature, for a model with text or true/false features or blanks."""
+    features = model.codec.features
+    batches = [
+        {
+            "type": "array",
+            "prefixItems": [_v2_feature_tensor(f, rows) for f in features],
+            "minItems": len(features),
+            "maxItems": len(features),
+        }
+        for rows in range(1, V2_SCHEMA_ROWS + 1)
+    ]
+    return {
+        "anyOf": batches,
         "description": "one input per feature, named as the feature, shape [N] or [N, 1], all "
-        "with the same N; BYTES for text (categorical), BOOL for true/false, FP32 (or FP64 or an "
-        "integer type) for numbers; null for a blank",
+        "with the same N. BYTES (text) or an integer datatype (number-like codes) for a "
+        "category; BOOL, or 0/1 in FP32, FP64, FP16 or an integer datatype, for true/false; "
+        "FP32, FP64, FP16 or an integer datatype for a number; null for a blank where the "
+        "feature takes one (an empty BYTES element, or NaN in binary float data). Shown in "
+        f"feature order for N = 1..{V2_SCHEMA_ROWS}; any order and any N up to MAX_BATCH_ROWS "
+        "work the same way, as does the binary tensor data extension "
+        "(Inference-Header-Content-Length).",
     }
 
 

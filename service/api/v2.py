@@ -83,7 +83,9 @@ DATATYPES: dict[str, np.dtype] = {
 _ACCEPTED = ", ".join(d for d in DATATYPES if d != "BOOL")
 # Triton's "<framework>_<format>" convention for the platform field.
 PLATFORMS = {"litert": "litert_tflite", "keras": "tensorflow_keras"}
-_FLOAT16_MAX = float(np.finfo(np.float16).max)
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+# What FP JSON data may hold: numbers (a boolean feature's 0/1), null for a blank.
+_FLOAT_DATA = frozenset({float, int, type(None)})
 
 
 @dataclass
@@ -140,12 +142,22 @@ def _flatten(data: list[Any]) -> list[Any]:
     return flat
 
 
+def _shown_shape(value: Any) -> str:
+    """A shape for a message: small non-negative integers only, never other input echoed (and
+    no integer past 64 bits, which orjson cannot write)."""
+    if type(value) is not list or not all(type(d) is int for d in value):
+        return "not an array of integers"
+    if not all(0 <= d < 2**53 for d in value):
+        return "an array with a dimension out of range"
+    return orjson.dumps(value).decode()[:64]
+
+
 def _shape(value: Any, model: LoadedModel, max_rows: int, where: str) -> tuple[int, int]:
     expected = f"[N, {model.n_features}] (features: {', '.join(model.feature_names)})"
     if type(value) is not list or not all(type(d) is int and d >= 0 for d in value):
         raise InvalidInput(f"{where}.shape must be an array of non-negative integers {expected}")
     if len(value) != 2 or value[1] != model.n_features:
-        shown = orjson.dumps(value).decode()[:64]
+        shown = _shown_shape(value)
         raise InvalidInput(f"{where}.shape is {shown}; the model takes {expected}")
     if value[0] == 0:
         raise InvalidInput(f"{where}.shape has no rows; send at least one")
@@ -260,7 +272,7 @@ def _input_matrix(
             raise InvalidInput(f"missing field {where}.data")
         matrix = _json_matrix(tensor["data"], datatype, shape, model.feature_names, where)
     if datatype == "FP16":  # the values the client meant are the float16 ones
-        if np.abs(matrix).max() > _FLOAT16_MAX:
+        if np.abs(matrix).max() > FLOAT16_MAX:
             raise InvalidInput(f"{where}.data is out of the FP16 range")
         matrix = matrix.astype(np.float16).astype(np.float32)
     return matrix
@@ -305,8 +317,9 @@ def _feature_values(
         or not all(type(d) is int and d >= 0 for d in shape)
         or (len(shape) == 2 and shape[1] != 1)
     ):
-        shown = orjson.dumps(shape).decode()[:64]
-        raise InvalidInput(f"{where}.shape is {shown}; a feature input is [N] or [N, 1]")
+        raise InvalidInput(
+            f"{where}.shape is {_shown_shape(shape)}; a feature input is [N] or [N, 1]"
+        )
     count = shape[0]
     if rows is not None and count != rows:
         raise InvalidInput(f"{where}.shape has {count} rows; the first input has {rows}")
@@ -333,6 +346,8 @@ def _feature_values(
         values = _flatten(data)
         if datatype in DATATYPES and datatype.startswith(("INT", "UINT")):
             info = np.iinfo(DATATYPES[datatype])
+            if float in set(map(type, values)):  # JSON Schema counts 3.0 as an integer: so do we
+                values = [int(v) if type(v) is float and v.is_integer() else v for v in values]
             for i, value in enumerate(values):
                 if value is not None and (
                     type(value) is not int or not info.min <= value <= info.max
@@ -349,6 +364,12 @@ def _feature_values(
             for i, value in enumerate(values):
                 if value is not None and type(value) is not bool:
                     raise InvalidInput(f"{where}.data[{i}] must be true or false for datatype BOOL")
+        elif not set(map(type, values)) <= _FLOAT_DATA:  # FP32, FP64, FP16: numbers, null
+            for i, value in enumerate(values):
+                if value is not None and type(value) is not float and type(value) is not int:
+                    raise InvalidInput(
+                        f"{where}.data[{i}] must be a number or null for datatype {datatype}"
+                    )
     if len(values) != count:
         raise InvalidInput(f"{where}.data has {len(values)} values; shape needs {count}")
     if datatype == "FP16":  # the values the client meant are the float16 ones
@@ -358,7 +379,7 @@ def _feature_values(
 
 def _float16(value: float) -> float:
     """A number as float16 rounds it; infinite beyond float16's range (refused later)."""
-    return float(np.float16(value)) if abs(value) <= _FLOAT16_MAX else math.inf
+    return float(np.float16(value)) if abs(value) <= FLOAT16_MAX else math.inf
 
 
 def _feature_inputs(

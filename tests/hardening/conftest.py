@@ -1,4 +1,5 @@
-"""One real service process for the hostile-input and schemathesis tests."""
+"""Real service processes for the hostile-input and schemathesis tests: one serving the Iris
+bundle, one serving the typed (mixed table) bundle."""
 
 from __future__ import annotations
 
@@ -27,6 +28,26 @@ def server(hardening_artifacts: Path) -> Iterator[ServerProcess]:
     """``python -m service`` on the Iris bundle, with API_KEY and ADMIN_TOKEN set."""
     log = hardening_artifacts.parent / "server.log"
     process = ServerProcess(hardening_artifacts, log_path=log, api_key=TOKEN, admin_token=TOKEN)
+    process.start(wait="/readyz")
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def typed_artifacts(tmp_path_factory: pytest.TempPathFactory, typed_bundle: Path) -> Path:
+    """A private artifacts directory holding a copy of the typed bundle as ``churn/1``."""
+    root = tmp_path_factory.mktemp("hardening-typed") / "artifacts"
+    shutil.copytree(typed_bundle, root / "churn" / "1")
+    return root
+
+
+@pytest.fixture(scope="session")
+def typed_server(typed_artifacts: Path) -> Iterator[ServerProcess]:
+    """``python -m service`` on the typed bundle (numbers, text, true/false, blanks)."""
+    log = typed_artifacts.parent / "server.log"
+    process = ServerProcess(
+        typed_artifacts, log_path=log, model_name="churn", api_key=TOKEN, admin_token=TOKEN
+    )
     process.start(wait="/readyz")
     yield process
     process.stop()

@@ -4,9 +4,11 @@
     HARDEN_SEED=1234 python -m tests.hardening.harden
 
 Steps: the hardening tests (hostile list, broken bundles, schemathesis through its pytest
-integration, then a larger schemathesis CLI run) against real server processes; the atheris
-harness over request parsing; the overload and graceful-shutdown tests when they exist;
-pip-audit over the installed serving dependencies. Exit status 1 if any step fails.
+integration, then a larger schemathesis CLI run, each against the Iris model and a typed one with
+text, true/false and blank features; hypothesis over the typed parsers) against real server
+processes; the atheris harness over request parsing (Iris and typed, every protocol); the
+overload and graceful-shutdown tests when they exist; pip-audit over the installed serving
+dependencies. Exit status 1 if any step fails.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ PYTHON = sys.executable
 FUZZ_RUNS = int(os.environ.get("HARDEN_FUZZ_RUNS", "100000"))
 PYTEST_EXAMPLES = os.environ.get("HARDEN_SCHEMATHESIS_EXAMPLES", "25")
 CLI_EXAMPLES = os.environ.get("HARDEN_SCHEMATHESIS_CLI_EXAMPLES", "150")
+# Cases per test of the hypothesis fuzzing of the typed parsers (test_typed_parsers.py).
+TYPED_EXAMPLES = os.environ.get("HARDEN_TYPED_EXAMPLES", "2000")
 OTHER_TESTS = ["tests/service/test_overload.py", "tests/service/test_shutdown.py"]
 # Known vulnerabilities judged not to apply: {id: why}. Empty: none is known.
 NOT_APPLICABLE: dict[str, str] = {}
@@ -178,10 +182,14 @@ def main() -> int:
         "HARDEN_SCHEMATHESIS_SEED": str(seed),
         "HARDEN_SCHEMATHESIS_EXAMPLES": PYTEST_EXAMPLES,
         "HARDEN_SCHEMATHESIS_CLI_EXAMPLES": CLI_EXAMPLES,
+        "HARDEN_TYPED_EXAMPLES": TYPED_EXAMPLES,
     }
     command = [PYTHON, "-m", "pytest", "tests/hardening", "-p", "no:cacheprovider", "-q", "-s"]
     if run(
-        "hardening tests (hostile, broken bundles, schemathesis)", command, work / "tests.log", env
+        "hardening tests (hostile, broken bundles, schemathesis, typed parsers)",
+        command,
+        work / "tests.log",
+        env,
     ):
         failed.append("hardening tests")
 

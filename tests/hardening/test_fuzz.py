@@ -39,8 +39,9 @@ def test_fuzz_harness_runs_clean(tmp_path: Path) -> None:
 
 
 def test_corpus_is_small_seed_files() -> None:
-    """The kept corpus is a handful of small seeds, one per parser at least."""
+    """The kept corpus is a handful of small seeds, one per target (parser and model) at least."""
     seeds = sorted(CORPUS.iterdir())
     assert 5 <= len(seeds) <= 40
     assert all(seed.stat().st_size <= 16 * 1024 for seed in seeds)
     assert {seed.read_bytes()[0] % 2 for seed in seeds} == {0, 1}  # JSON and CSV seeds
+    assert {seed.read_bytes()[0] % 8 for seed in seeds} == set(range(8))  # every target

@@ -35,14 +35,28 @@ TRIED: Counter[str] = Counter()
 SERVER_ERRORS: Counter[str] = Counter()
 
 
-@pytest.fixture(scope="session")
-def api_schema(
+def _load(
     server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> schemathesis.BaseSchema:
     # The crash cache (replayed first by the next run) lives with this session, not in ./
     cache = tmp_path_factory.mktemp("schemathesis-cache")
     config = SchemathesisConfig.from_dict({"seed": SEED, "cache": {"directory": str(cache)}})
     return schemathesis.openapi.from_url(server.url + "/openapi.json", config=config)
+
+
+@pytest.fixture(scope="session")
+def api_schema(
+    server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> schemathesis.BaseSchema:
+    return _load(server, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def typed_api_schema(
+    typed_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> schemathesis.BaseSchema:
+    """The typed model's document: per-feature value schemas, V2 one input per feature."""
+    return _load(typed_server, tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)
@@ -54,6 +68,7 @@ def _node_id_for_schemathesis(request: pytest.FixtureRequest) -> None:
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
+typed_schema = schemathesis.pytest.from_fixture("typed_api_schema")
 
 
 @schema.parametrize()
@@ -72,6 +87,22 @@ def test_every_route_conforms(case: schemathesis.Case) -> None:
     case.validate_response(response, headers=AUTH)
 
 
+@typed_schema.parametrize()
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_every_route_conforms_for_a_typed_model(case: schemathesis.Case) -> None:
+    """The same against a model with text, true/false and blank features."""
+    TRIED["typed " + case.operation.label] += 1
+    response = case.call(headers=AUTH, timeout=30)
+    if response.status_code >= 500:
+        SERVER_ERRORS["typed " + case.operation.label] += 1
+    case.validate_response(response, headers=AUTH)
+
+
 def test_enough_cases_and_no_server_error() -> None:
     """Runs after the generated tests: the total they tried, and zero 5xx among them."""
     if not TRIED:
@@ -84,8 +115,11 @@ def test_enough_cases_and_no_server_error() -> None:
 
 
 @pytest.mark.skipif(not CLI_EXAMPLES, reason="the larger CLI run belongs to `make harden`")
-def test_schemathesis_cli_run(server: ServerProcess, tmp_path: Path) -> None:
-    """`schemathesis run` with every check and phase: zero failures, zero 5xx."""
+@pytest.mark.parametrize("which", ["server", "typed_server"])
+def test_schemathesis_cli_run(which: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """`schemathesis run` with every check and phase: zero failures, zero 5xx; against the Iris
+    model and the typed one."""
+    server: ServerProcess = request.getfixturevalue(which)
     har = tmp_path / "schemathesis.har"
     command = [
         str(Path(sys.executable).with_name("schemathesis")),
@@ -110,6 +144,8 @@ def test_schemathesis_cli_run(server: ServerProcess, tmp_path: Path) -> None:
     server_errors = sum(1 for e in entries if e["response"]["status"] >= 500)
     record("schemathesis_cases", int(generated[-1]))
     record("server_errors", server_errors)
-    print(f"\nschemathesis CLI, seed {SEED}: {generated[-1]} cases, {len(entries)} requests")
+    print(
+        f"\nschemathesis CLI ({which}), seed {SEED}: {generated[-1]} cases, {len(entries)} requests"
+    )
     assert result.returncode == 0, output[-5000:]
     assert server_errors == 0
