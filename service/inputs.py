@@ -28,6 +28,7 @@ from service.typed import (
     TypedSchema,
     encode,
     encode_csv_cells,
+    finite_number,
     kind_name,
 )
 
@@ -293,16 +294,7 @@ def _to_matrix(rows: list[list[Any]], locate: Any) -> np.ndarray:
                     else ""
                 )
                 raise InvalidInput(f"{locate(i, j)} must be a number, not {kind_name(value)}{hint}")
-            try:
-                number = float(value)
-            except OverflowError:
-                number = math.inf
-            if not math.isfinite(number):
-                raise InvalidInput(f"{locate(i, j)} must be a finite number")
-            if abs(number) > MAX_ABS_VALUE:
-                raise InvalidInput(
-                    f"{locate(i, j)} is out of the accepted range, ±{MAX_ABS_VALUE:g}"
-                )
+            finite_number(value, locate(i, j))
     raise InvalidInput("instances could not be read as numbers")  # unreachable in practice
 
 

@@ -39,6 +39,19 @@ _KIND_NAMES = {
 }
 
 
+def finite_number(value: float, where: str) -> float:
+    """A JSON number as a float within ±MAX_ABS_VALUE, or InvalidInput naming ``where``."""
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise InvalidInput(f"{where} must be a finite number")
+    if abs(number) > MAX_ABS_VALUE:
+        raise InvalidInput(f"{where} is out of the accepted range, ±{MAX_ABS_VALUE:g}")
+    return number
+
+
 def kind_name(value: Any) -> str:
     return _KIND_NAMES.get(type(value), type(value).__name__)
 
@@ -119,17 +132,7 @@ def _numeric(values: Sequence[Any], feature: Feature, j: int, locate: Locate, no
     for i, value in enumerate(values):
         kind = type(value)
         if kind is float or kind is int:
-            try:
-                number = float(value)
-            except OverflowError:
-                number = math.inf
-            if not math.isfinite(number):
-                raise InvalidInput(f"{locate(i, j)} must be a finite number")
-            if abs(number) > MAX_ABS_VALUE:
-                raise InvalidInput(
-                    f"{locate(i, j)} is out of the accepted range, ±{MAX_ABS_VALUE:g}"
-                )
-            column[i] = number
+            column[i] = finite_number(value, locate(i, j))
         elif value is None or (kind is str and category_of(value) is None):
             _blank(feature, i, j, locate, notes)
             column[i] = math.nan

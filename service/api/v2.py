@@ -233,14 +233,19 @@ def _binary_matrix(
     return inputs.rows_matrix(values.tolist(), features, f"{where} (binary data)")
 
 
-def _input_matrix(
-    tensor: Any, binary: bytes, model: LoadedModel, max_rows: int, where: str
-) -> np.ndarray:
+def _check_tensor(tensor: Any, where: str) -> None:
+    """An input tensor is an object with at least a name, a shape and a datatype."""
     if type(tensor) is not dict:
         raise InvalidInput(f"{where} must be an object with name, shape, datatype and data")
     for field in ("name", "shape", "datatype"):
         if field not in tensor:
             raise InvalidInput(f"missing field {where}.{field}")
+
+
+def _input_matrix(
+    tensor: Any, binary: bytes, model: LoadedModel, max_rows: int, where: str
+) -> np.ndarray:
+    _check_tensor(tensor, where)
     name = tensor["name"]
     if name != INPUT_NAME:
         shown = repr(name[:64]) if type(name) is str else "not a string"
@@ -393,11 +398,7 @@ def _feature_inputs(
     offset = 0
     for k, tensor in enumerate(tensors):
         where = f"inputs[{k}]"
-        if type(tensor) is not dict:
-            raise InvalidInput(f"{where} must be an object with name, shape, datatype and data")
-        for field in ("name", "shape", "datatype"):
-            if field not in tensor:
-                raise InvalidInput(f"missing field {where}.{field}")
+        _check_tensor(tensor, where)
         name = tensor["name"]
         if type(name) is not str or name not in features:
             shown = repr(name[:64]) if type(name) is str else "not a string"
