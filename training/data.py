@@ -268,6 +268,9 @@ def select(frame: pd.DataFrame, target: str, choices: Choices | None, sha256: st
     )
     notes: list[str] = []
     left_out: dict[str, str] = {c: "--exclude" for c in choices.exclude}
+    if named:
+        unnamed = [c for c in columns if c != target and c not in names and c not in left_out]
+        left_out.update(dict.fromkeys(unnamed, "not in --features"))
     typed: list[Column] = []
     for name in names:
         column, note = type_column(name, frame[name], name in choices.categorical)

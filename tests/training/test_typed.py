@@ -464,3 +464,10 @@ def test_categorical_must_name_a_feature(tmp_path: Path) -> None:
         _load(tmp_path, text, features=["x"], categorical=["zip"])
     with pytest.raises(TrainingError, match=r"'w' is in both --categorical and --exclude"):
         _load(tmp_path, text, categorical=["w"], exclude=["w"])
+
+
+def test_columns_not_named_in_features_are_recorded_as_left_out(tmp_path: Path) -> None:
+    rows = ["1,5,red,a", "2,6,blue,b", "3,4,red,a"]
+    dataset = _load(tmp_path, _csv("x,w,colour,y", rows), features=["w"], exclude=["colour"])
+    assert dataset.features == ["w"]
+    assert dataset.left_out == {"colour": "--exclude", "x": "not in --features"}
