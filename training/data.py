@@ -8,6 +8,7 @@ numbers is numeric, a column of true/false is boolean, anything else is categori
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,8 @@ IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 IRIS_TARGET = "species"
 # A text column that is numbers in at least this share of its cells gets a note: a typo?
 MOSTLY_NUMERIC = 0.9
+# Column separators a header may use instead of the comma (Excel writes ";" in many locales).
+OTHER_DELIMITERS = (";", "\t", "|")
 
 
 @dataclass(frozen=True)
@@ -105,16 +108,37 @@ def read_csv(path: Path) -> tuple[pd.DataFrame, str]:
         raise TrainingError(f"cannot read data file {path}: {exc.strerror}") from None
     if not raw.strip():
         raise TrainingError(f"data file is empty: {path}")
+    notes = []
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        # Excel on Windows saves "CSV" in the locale's code page; read it rather than refuse it.
+        text = raw.decode("cp1252", errors="replace")
+        notes.append(f"{Path(path).name} is not UTF-8; read it as Windows-1252 (cp1252)")
+    delimiter = _delimiter(text)
+    if delimiter != ",":
+        notes.append(f"{Path(path).name} separates its columns with {delimiter!r}")
     try:
         frame = pd.read_csv(
-            Path(path), dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig"
+            io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False, na_filter=False
         )
     except pd.errors.EmptyDataError:
         raise TrainingError(f"data file is empty: {path}") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TrainingError(f"cannot parse {path} as CSV: {first}") from None
+    frame.attrs["notes"] = notes
     return frame, hashlib.sha256(raw).hexdigest()
+
+
+def _delimiter(text: str) -> str:
+    """The comma, unless the header line has none and has one of OTHER_DELIMITERS instead."""
+    header = text.split("\n", 1)[0]
+    if "," in header:
+        return ","
+    counts = {d: header.count(d) for d in OTHER_DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
 
 
 # -- typing columns ---------------------------------------------------------------------------
@@ -266,7 +290,7 @@ def select(frame: pd.DataFrame, target: str, choices: Choices | None, sha256: st
         if named
         else [c for c in columns if c != target and c not in choices.exclude]
     )
-    notes: list[str] = []
+    notes: list[str] = list(frame.attrs.get("notes", []))
     left_out: dict[str, str] = {c: "--exclude" for c in choices.exclude}
     if named:
         unnamed = [c for c in columns if c != target and c not in names and c not in left_out]
