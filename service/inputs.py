@@ -64,6 +64,13 @@ def _reject_constant(name: str) -> float:
     raise _NonFinite(name)
 
 
+def _nan_is_blank(name: str) -> None:
+    """``NaN`` (what Python's json module writes for a float NaN: pandas' blank) is a blank."""
+    if name == "NaN":
+        return None
+    raise _NonFinite(name)
+
+
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     keys = [k for k, _ in pairs]
     if len(set(keys)) != len(keys):
@@ -72,14 +79,14 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-def _strict_json(body: bytes) -> Any:
+def _strict_json(body: bytes, nan_is_blank: bool = False) -> Any:
     """The slow, exact parser: names NaN/Infinity and duplicate keys (used only when needed)."""
     try:
         # Decode strictly: given bytes, json.loads would also take UTF-16/32 and let UTF-8
         # encoded surrogates through, which no JSON encoder can write back.
         return json.loads(
             body.decode("utf-8"),
-            parse_constant=_reject_constant,
+            parse_constant=_nan_is_blank if nan_is_blank else _reject_constant,
             object_pairs_hook=_reject_duplicates,
         )
     except _NonFinite as exc:
@@ -98,18 +105,22 @@ def _strict_json(body: bytes) -> Any:
         raise InvalidInput("a number in the body has too many digits") from None
 
 
-def load_json(body: bytes) -> Any:
-    """Parse JSON strictly: orjson on the fast path, the exact parser to explain a failure."""
+def load_json(body: bytes, nan_is_blank: bool = False) -> Any:
+    """Parse JSON strictly: orjson on the fast path, the exact parser to explain a failure.
+
+    ``nan_is_blank`` (a model with typed features): the literal ``NaN``, which Python's json
+    module and httpx write for a float NaN (pandas' blank), reads as null; Infinity is refused."""
     if not body.strip():
         raise MalformedBody('empty body; send JSON such as {"instances": [[...]]}')
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
-        document = _strict_json(body)  # raises with a precise message, or parses 1e309 as inf
+        # Raises with a precise message, or parses 1e309 as inf (refused later).
+        document = _strict_json(body, nan_is_blank)
     if _SURROGATE_ESCAPE.search(body):  # rare: only then walk the strings
         _reject_lone_surrogates(document)
     if isinstance(document, dict) and _may_repeat_keys(body, document):
-        document = _strict_json(body)
+        document = _strict_json(body, nan_is_blank)
     return document
 
 
@@ -159,7 +170,7 @@ def _check_top_k(value: Any, n_classes: int) -> int | None:
 
 def parse_json_body(body: bytes, schema: Schema) -> Parsed:
     """``{"instances": [...], "top_k": k}`` with rows or records."""
-    document = load_json(body)
+    document = load_json(body, nan_is_blank=schema.typed is not None)
     if not isinstance(document, dict):
         raise InvalidInput('body must be a JSON object with "instances"')
     unknown = sorted(set(document) - {"instances", "top_k"})

@@ -59,10 +59,12 @@ Verb = Literal["predict", "classify"]
 
 
 # -- parsing (no HTTP) ------------------------------------------------------------------------
-def _document(body: bytes, allowed_signatures: tuple[str | None, ...]) -> dict[str, Any]:
+def _document(
+    body: bytes, allowed_signatures: tuple[str | None, ...], model: LoadedModel
+) -> dict[str, Any]:
     if not body.strip():
         raise MalformedBody('empty body; send JSON such as {"instances": [[...]]}')
-    document = inputs.load_json(body)
+    document = inputs.load_json(body, nan_is_blank=model.typed is not None)
     if type(document) is not dict:
         raise InvalidInput("the body must be a JSON object")
     signature = document.get("signature_name")
@@ -134,7 +136,7 @@ def _columnar(value: Any, schema: inputs.Schema) -> np.ndarray:
 
 def parse_predict(body: bytes, model: LoadedModel, max_rows: int) -> tuple[np.ndarray, bool]:
     """A ``:predict`` body to the matrix and whether it used the columnar (``inputs``) format."""
-    document = _document(body, _PREDICT_SIGNATURES)
+    document = _document(body, _PREDICT_SIGNATURES, model)
     has_rows, has_columns = "instances" in document, "inputs" in document
     if has_rows == has_columns:
         raise InvalidInput(
@@ -148,7 +150,7 @@ def parse_predict(body: bytes, model: LoadedModel, max_rows: int) -> tuple[np.nd
 
 def parse_classify(body: bytes, model: LoadedModel, max_rows: int) -> np.ndarray:
     """A ``:classify`` body: ``examples`` by feature name, plus an optional shared ``context``."""
-    document = _document(body, _CLASSIFY_SIGNATURES)
+    document = _document(body, _CLASSIFY_SIGNATURES, model)
     if "examples" not in document:
         raise InvalidInput("missing field 'examples'")
     examples = document["examples"]

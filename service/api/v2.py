@@ -481,7 +481,7 @@ def parse_infer(
     header, binary = _split(body, header_length)
     if not header.strip():
         raise MalformedBody('empty body; send an inference request {"inputs": [...]}')
-    document = inputs.load_json(header)
+    document = inputs.load_json(header, nan_is_blank=model.typed is not None)
     if type(document) is not dict:
         raise InvalidInput("the body must be a JSON object with 'inputs'")
     request_id = document.get("id")
