@@ -44,6 +44,9 @@ class Schema:
     max_rows: int
     n_classes: int
     typed: TypedSchema | None = None  # None: numbers only
+    # Columns of the training table the model does not use (its target, columns left out as
+    # IDs or by --exclude): a record or CSV header may carry them, and they are ignored.
+    ignored: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -190,7 +193,7 @@ def read_instances(instances: Any, schema: Schema, where: str) -> tuple[np.ndarr
         return instances_matrix(instances, schema, where), None
     _check_instances(instances, schema, where)
     if isinstance(instances[0], dict):
-        _check_records(instances, schema.features, where)
+        _check_records(instances, schema.features, where, schema.ignored)
         columns = [list(map(operator.itemgetter(f), instances)) for f in schema.features]
         return encode(columns, schema.typed, lambda i, j: f"{where}[{i}].{schema.features[j]}")
     return read_rows(instances, schema, where)
@@ -229,7 +232,7 @@ def instances_matrix(instances: Any, schema: Schema, where: str) -> np.ndarray:
     matrix."""
     _check_instances(instances, schema, where)
     if isinstance(instances[0], dict):
-        return _records_matrix(instances, schema.features, where)
+        return _records_matrix(instances, schema.features, where, schema.ignored)
     return rows_matrix(instances, schema.features, where)
 
 
@@ -252,8 +255,10 @@ def _check_rows(rows: list[Any], features: Sequence[str], where: str) -> None:
             )
 
 
-def _records_matrix(records: list[Any], features: Sequence[str], where: str) -> np.ndarray:
-    _check_records(records, features, where)
+def _records_matrix(
+    records: list[Any], features: Sequence[str], where: str, ignored: frozenset[str] = frozenset()
+) -> np.ndarray:
+    _check_records(records, features, where, ignored)
     getter = operator.itemgetter(*features)
     rows = (
         [list(getter(r)) for r in records]
@@ -263,7 +268,9 @@ def _records_matrix(records: list[Any], features: Sequence[str], where: str) -> 
     return _to_matrix(rows, lambda i, j: f"{where}[{i}].{features[j]}")
 
 
-def _check_records(records: list[Any], features: Sequence[str], where: str) -> None:
+def _check_records(
+    records: list[Any], features: Sequence[str], where: str, ignored: frozenset[str] = frozenset()
+) -> None:
     expected = set(features)
     for i, record in enumerate(records):
         if type(record) is not dict:
@@ -271,13 +278,14 @@ def _check_records(records: list[Any], features: Sequence[str], where: str) -> N
                 f"{where}[{i}] must be an object like {where}[0] (no mixing rows and records)"
             )
         if len(record) != len(expected) or record.keys() != expected:
-            unknown = sorted(set(record) - expected)
+            unknown = sorted(set(record) - expected - ignored)
             if unknown:
                 raise InvalidInput(f"{where}[{i}] has unknown feature {unknown[0][:64]!r}")
             missing = [f for f in features if f not in record]
-            raise InvalidInput(
-                f"{where}[{i}] is missing feature {missing[0]!r} (send null for a blank)"
-            )
+            if missing:
+                raise InvalidInput(
+                    f"{where}[{i}] is missing feature {missing[0]!r} (send null for a blank)"
+                )
 
 
 def _to_matrix(rows: list[list[Any]], locate: Any) -> np.ndarray:
@@ -336,7 +344,8 @@ _CSV_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 def parse_csv_body(body: bytes, schema: Schema) -> Parsed:
-    """A CSV body whose header names every feature once (any order, no other columns)."""
+    """A CSV body whose header names every feature once (any order; other columns only those
+    the model ignores)."""
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -358,7 +367,7 @@ def parse_csv_body(body: bytes, schema: Schema) -> Parsed:
         raise MalformedBody(f"malformed CSV: {exc}") from None
     header = [h.strip() for h in table[0]]
     rows = table[1:]
-    _check_header(header, schema.features)
+    _check_header(header, schema.features, schema.ignored)
     if not rows:
         raise InvalidInput("CSV has a header but no data rows")
     if len(rows) > schema.max_rows:
@@ -368,6 +377,11 @@ def parse_csv_body(body: bytes, schema: Schema) -> Parsed:
         if len(row) != width:
             raise MalformedBody(f"CSV row {i + 1} has {len(row)} fields; the header has {width}")
     order = [header.index(f) for f in schema.features]
+    data_lines = lines[1:]
+    if width != len(order):  # ignored columns (the target, an ID): keep the features only
+        rows = [[row[k] for k in order] for row in rows]
+        header, order = list(schema.features), list(range(len(order)))
+        data_lines = [",".join(row) for row in rows]
     if schema.typed is not None:
         columns = [[row[k] for row in rows] for k in order]
         x, notes = encode_csv_cells(
@@ -378,7 +392,7 @@ def parse_csv_body(body: bytes, schema: Schema) -> Parsed:
         return Parsed(x, notes=notes)
     try:
         # float() also reads "1_0" (as 10) and non-ASCII digits ("\u0665"); no CSV writer means them.
-        strange = any("_" in line or not line.isascii() for line in lines[1:])
+        strange = any("_" in line or not line.isascii() for line in data_lines)
         matrix = None if strange else np.array(rows, dtype=np.float64)
     except ValueError:
         matrix = None
@@ -412,13 +426,15 @@ def _plain_csv(lines: list[str], schema: Schema) -> np.ndarray | None:
     return np.ascontiguousarray(matrix[:, order], dtype=np.float32)
 
 
-def _check_header(header: list[str], features: Sequence[str]) -> None:
+def _check_header(
+    header: list[str], features: Sequence[str], ignored: frozenset[str] = frozenset()
+) -> None:
     seen = set()
     for name in header:
         if name in seen:
             raise InvalidInput(f"CSV header names {name[:64]!r} twice")
         seen.add(name)
-        if name not in features:
+        if name not in features and name not in ignored:
             raise InvalidInput(f"CSV header has unknown feature {name[:64]!r}")
     missing = [f for f in features if f not in seen]
     if missing:

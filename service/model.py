@@ -74,6 +74,13 @@ class LoadedModel:
     codec: TypedSchema | None = None
     threshold: float | None = None  # binary: P(classes[1]) at or above which it is the label
 
+    @cached_property
+    def ignored_columns(self) -> frozenset[str]:
+        """Columns of the training table the model does not use: its target and the columns
+        left out (IDs, --exclude). A record or a CSV header may carry them; they are ignored."""
+        left_out = set(self.metadata.columns_left_out) | {self.metadata.target}
+        return frozenset(left_out - set(self.feature_names))
+
     @property
     def numeric_only(self) -> bool:
         """Every feature is a number: the protocols' single float tensor form applies."""

@@ -216,6 +216,9 @@ def _record(model: Any, value: dict[str, Any] | None = None, lists: bool = False
         properties = {f: feature_value(model, j) for j, f in enumerate(model.feature_names)}
         if lists:
             properties = {f: _one_or_list_of_one(v) for f, v in properties.items()}
+    for name in sorted(getattr(model, "ignored_columns", ())):
+        # The training table's target and left-out columns: a record may carry them.
+        properties[name] = {"description": f"{name}: a column the model does not use; ignored"}
     return {
         "type": "object",
         "properties": properties,

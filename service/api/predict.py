@@ -49,7 +49,9 @@ REQUEST_BODY: dict[str, Any] = {
 
 
 def parse(body: bytes, kind: str, model: LoadedModel, max_rows: int) -> inputs.Parsed:
-    schema = inputs.Schema(model.feature_names, max_rows, model.n_classes, model.typed)
+    schema = inputs.Schema(
+        model.feature_names, max_rows, model.n_classes, model.typed, model.ignored_columns
+    )
     if kind == "csv":
         return inputs.parse_csv_body(body, schema)
     return inputs.parse_json_body(body, schema)

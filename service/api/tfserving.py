@@ -75,7 +75,9 @@ def _document(
 
 
 def _schema(model: LoadedModel, max_rows: int) -> inputs.Schema:
-    return inputs.Schema(model.feature_names, max_rows, model.n_classes, model.typed)
+    return inputs.Schema(
+        model.feature_names, max_rows, model.n_classes, model.typed, model.ignored_columns
+    )
 
 
 def _instances(value: Any, schema: inputs.Schema) -> np.ndarray:
@@ -107,7 +109,7 @@ def _columnar(value: Any, schema: inputs.Schema) -> np.ndarray:
     features = schema.features
     if value.keys() == {INPUT_NAME} and INPUT_NAME not in features:
         return inputs.read_instances(value[INPUT_NAME], schema, f"inputs.{INPUT_NAME}")[0]
-    unknown = sorted(set(value) - set(features))
+    unknown = sorted(set(value) - set(features) - schema.ignored)
     if unknown:
         raise InvalidInput(
             f"inputs has unknown input {unknown[0][:64]!r}; send {INPUT_NAME!r} or one column "

@@ -16,6 +16,7 @@ import bundle
 from service import inputs
 from service.typed import MAX_ABS_VALUE, MissingValues, TypedSchema
 
+IGNORED = frozenset({"churned", "id"})
 FEATURES: list[bundle.FeatureStats] = [
     bundle.FeatureStats(
         name="age", kind="numeric", min=7, max=72, mean=43.6, median=44, nullable=True, missing=23
@@ -58,12 +59,14 @@ def typed_model(missing: MissingValues = "refuse") -> Any:
         numeric_only=False,
         typed=codec,
         codec=codec,
+        # The table's target and an ID column left out: records and headers may carry them.
+        ignored_columns=IGNORED,
         metadata=SimpleNamespace(features=FEATURES),
     )
 
 
 def schema(model: Any) -> inputs.Schema:
-    return inputs.Schema(NAMES, MAX_ROWS, N_CLASSES, model.typed)
+    return inputs.Schema(NAMES, MAX_ROWS, N_CLASSES, model.typed, model.ignored_columns)
 
 
 def check_matrix(x: np.ndarray, model: Any, notes: Any = None) -> None:

@@ -227,13 +227,20 @@ def test_openapi_request_schema_types_each_feature(
     by_position = rows["items"]["prefixItems"]
     assert rows["items"]["minItems"] == rows["items"]["maxItems"] == len(TYPED_FEATURES)
     assert {n: _types(s) for n, s in zip(TYPED_FEATURES, by_position, strict=True)} == expected
-    properties = record["items"]["properties"]
+    properties = dict(record["items"]["properties"])
+    # The training table's target and ID columns may come along; they are ignored, any value.
+    ignored = {name: properties.pop(name) for name in ("churned", "id", "name")}
+    assert all(
+        "ignored" in schema["description"] and "type" not in schema for schema in ignored.values()
+    )
     assert list(properties) == TYPED_FEATURES
     assert record["items"]["required"] == TYPED_FEATURES
     assert {n: _types(s) for n, s in properties.items()} == expected
     assert "basic" in properties["plan"]["description"]  # the vocabulary is named
     classify = document["components"]["schemas"]["TFClassifyRequest"]
-    assert set(classify["properties"]["examples"]["items"]["properties"]) == set(TYPED_FEATURES)
+    example = classify["properties"]["examples"]["items"]
+    assert set(example["properties"]) == {*TYPED_FEATURES, *ignored}
+    assert example["required"] == TYPED_FEATURES
 
 
 # -- a format-1 bundle, as published before typed features ------------------------------------
