@@ -27,14 +27,12 @@ import contextlib
 import datetime as dt
 import io
 import os
-import platform
 import shlex
 import statistics
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -244,28 +242,15 @@ def run_one(table: Table, seed: int, workdir: Path) -> Result:
 
 
 # -- the report ---------------------------------------------------------------------------------
-def _proc_field(path: str, prefix: str) -> str | None:
-    try:
-        for line in Path(path).read_text().splitlines():
-            if line.startswith(prefix):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
 def machine() -> str:
-    versions = []
-    for name in PACKAGES:
-        with contextlib.suppress(importlib_metadata.PackageNotFoundError):
-            versions.append(f"{name} {importlib_metadata.version(name)}")
-    cpu = _proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown"
-    memory = _proc_field("/proc/meminfo", "MemTotal:")
-    gb = f"{int(memory.split()[0]) / 1024 / 1024:.1f} GB" if memory else "unknown memory"
+    """The machine and the versions that matter here, as markdown bullets."""
+    from bench.report import machine_basics
+
+    m = machine_basics(PACKAGES)
     return (
-        f"- CPU: {cpu}, {os.cpu_count()} cores; memory {gb}\n"
-        f"- OS: {platform.platform()}; Python {platform.python_version()}\n"
-        f"- Packages: {', '.join(versions)}"
+        f"- CPU: {m['cpu']}, {m['cores']} cores; memory {m['memory']}\n"
+        f"- OS: {m['os']}; Python {m['python']}\n"
+        f"- Packages: {m['packages']}"
     )
 
 

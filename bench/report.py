@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -132,15 +133,27 @@ def _proc_field(path: str, prefix: str) -> str | None:
     return None
 
 
-def machine_info(generator: str) -> dict[str, str]:
-    """What the figures were measured on: CPU, memory, versions, load generator, load."""
+def machine_basics(packages: Sequence[str] = PACKAGES) -> dict[str, str]:
+    """The machine and the versions of ``packages``: CPU, cores, memory, OS, Python."""
     memory = _proc_field("/proc/meminfo", "MemTotal:")
     versions = []
-    for name in PACKAGES:
+    for name in packages:
         try:
             versions.append(f"{name} {metadata.version(name)}")
         except metadata.PackageNotFoundError:
             continue
+    return {
+        "cpu": _proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
+        "cores": str(os.cpu_count()),
+        "memory": f"{int(memory.split()[0]) / 1024 / 1024:.1f} GB" if memory else "unknown",
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "packages": ", ".join(versions),
+    }
+
+
+def machine_info(generator: str) -> dict[str, str]:
+    """What the figures were measured on: CPU, memory, versions, load generator, load."""
     wrk = load.wrk_path()
     if generator == "wrk" and wrk is not None:
         done = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False)
@@ -149,12 +162,7 @@ def machine_info(generator: str) -> dict[str, str]:
     else:
         tool = "the asyncio client in bench/load.py (wrk not installed): NOT comparable with wrk"
     return {
-        "cpu": _proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
-        "cores": str(os.cpu_count()),
-        "memory": f"{int(memory.split()[0]) / 1024 / 1024:.1f} GB" if memory else "unknown",
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "packages": ", ".join(versions),
+        **machine_basics(),
         "generator": tool,
         "load_before": loadavg(),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
