@@ -26,6 +26,7 @@ from service.typed import (
     MAX_ABS_VALUE,
     Notes,
     TypedSchema,
+    bounded_array,
     encode,
     encode_csv_cells,
     finite_number,
@@ -293,15 +294,8 @@ def _to_matrix(rows: list[list[Any]], locate: Any) -> np.ndarray:
     if len(rows) <= _SMALL and _plain_numbers(rows):
         return np.array(rows, dtype=np.float32)
     if set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
-        try:
-            matrix = np.array(rows, dtype=np.float64)
-        except OverflowError:
-            matrix = None
-        if (
-            matrix is not None
-            and np.isfinite(matrix).all()
-            and np.abs(matrix).max() <= MAX_ABS_VALUE
-        ):
+        matrix = bounded_array(rows)
+        if matrix is not None:
             return matrix.astype(np.float32)
     for i, row in enumerate(rows):
         for j, value in enumerate(row):

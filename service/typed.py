@@ -39,6 +39,18 @@ _KIND_NAMES = {
 }
 
 
+def bounded_array(values: Any) -> np.ndarray | None:
+    """JSON numbers (ints and floats only, rows or a column) as float64; None when one overflows,
+    is not finite or is beyond ±MAX_ABS_VALUE, for the caller to name the cell at fault."""
+    try:
+        array = np.array(values, dtype=np.float64)
+    except OverflowError:
+        return None
+    if not np.isfinite(array).all() or (array.size and np.abs(array).max() > MAX_ABS_VALUE):
+        return None
+    return array
+
+
 def finite_number(value: float, where: str) -> float:
     """A JSON number as a float within ±MAX_ABS_VALUE, or InvalidInput naming ``where``."""
     try:
@@ -116,17 +128,9 @@ def _blank(feature: Feature, i: int, j: int, locate: Locate, notes: Notes) -> No
 
 
 def _numeric(values: Sequence[Any], feature: Feature, j: int, locate: Locate, notes: Notes):
-    kinds = set(map(type, values))
-    if kinds <= {int, float}:
-        try:
-            column = np.array(values, dtype=np.float64)
-        except OverflowError:
-            column = None
-        if (
-            column is not None
-            and np.isfinite(column).all()
-            and (not len(column) or np.abs(column).max() <= MAX_ABS_VALUE)
-        ):
+    if set(map(type, values)) <= {int, float}:
+        column = bounded_array(values)
+        if column is not None:
             return column
     column = np.empty(len(values), dtype=np.float64)
     for i, value in enumerate(values):
