@@ -13,22 +13,22 @@ import pytest
 from fastapi.testclient import TestClient
 
 import bundle
-from service import Settings, create_app
 from tests.service.reference import copy_bundle, iris_rows
+from tests.service.typed_support import serve
 
 pytestmark = pytest.mark.slow  # serves freshly trained bundles
 
 CSV = {"content-type": "text/csv"}
 
 
-def serve(source: Path, tmp_path: Path, name: str) -> TestClient:
+def serve_copy(source: Path, tmp_path: Path, name: str) -> TestClient:
     copy_bundle(source, tmp_path / "artifacts", name)
-    return TestClient(create_app(Settings(artifacts_dir=tmp_path / "artifacts", model_name=name)))
+    return serve(tmp_path / "artifacts", name)
 
 
 @pytest.fixture
 def typed(tmp_path: Path, typed_bundle: Path) -> Iterator[TestClient]:
-    with serve(typed_bundle, tmp_path, "churn") as client:
+    with serve_copy(typed_bundle, tmp_path, "churn") as client:
         yield client
 
 
@@ -79,7 +79,7 @@ def test_another_unknown_column_is_still_refused(typed: TestClient) -> None:
 def test_iris_rows_with_their_species_column(tmp_path: Path, iris_bundle: Path) -> None:
     rows = iris_rows()[:20]
     names = bundle.read_metadata(iris_bundle).feature_names
-    with serve(iris_bundle, tmp_path, "iris") as client:
+    with serve_copy(iris_bundle, tmp_path, "iris") as client:
         plain = ["\n".join([",".join(names), *(",".join(map(str, r)) for r in rows)])]
         labelled = ["\n".join([",".join([*names, "species"]), *(",".join([*map(str, r), "setosa"]) for r in rows)])]  # fmt: skip
         a = client.post("/predict", content=plain[0].encode(), headers=CSV)

@@ -17,7 +17,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 import bundle
-from service import Settings, create_app
 from tests.service.reference import answered, answered_csv, copy_bundle, reference
 from tests.service.typed_support import (
     CLASSES,
@@ -28,6 +27,7 @@ from tests.service.typed_support import (
     csv_body,
     flagged,
     records,
+    serve,
     triton_request,
     triton_result,
     v2_json_body,
@@ -59,16 +59,9 @@ def typed_artifacts(tmp_path: Path, typed_bundle: Path) -> Path:
     return tmp_path / "artifacts"
 
 
-def serve(artifacts: Path, runtime: str, **options: Any) -> TestClient:
-    settings = Settings(
-        artifacts_dir=artifacts, model_name="churn", model_runtime=runtime, **options
-    )
-    return TestClient(create_app(settings))
-
-
 @pytest.fixture
 def typed(typed_artifacts: Path, runtime: str) -> Iterator[TestClient]:
-    with serve(typed_artifacts, runtime) as client:
+    with serve(typed_artifacts, "churn", runtime) as client:
         yield client
 
 
@@ -272,7 +265,7 @@ def test_missing_values_impute_answers_a_blank_with_a_warning(
     typed_artifacts: Path, typed_bundle: Path, runtime: str, feature: str, value: Any
 ) -> None:
     row = with_value(feature, value)
-    with serve(typed_artifacts, runtime, missing_values="impute") as client:
+    with serve(typed_artifacts, "churn", runtime, missing_values="impute") as client:
         answers = refusals(client, feature, value)
         assert {route: a.status_code for route, a in answers.items()} == dict.fromkeys(answers, 200)
         prediction = answers["predict rows"].json()["predictions"][0]

@@ -14,7 +14,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 import bundle
-from service import Settings, create_app
 from tests.conftest import FORMAT1_BUNDLE, train
 from tests.service.reference import (
     IRIS_FEATURES,
@@ -34,6 +33,7 @@ from tests.service.typed_support import (
     csv_body,
     flagged,
     records,
+    serve,
     triton_request,
     triton_result,
     v2_json_body,
@@ -47,11 +47,6 @@ pytestmark = pytest.mark.slow  # every test here serves a trained bundle or star
 CSV = {"content-type": "text/csv"}
 IRIS_CLASSES = ["setosa", "versicolor", "virginica"]
 THRESHOLD = 0.3
-
-
-def serve(artifacts: Path, name: str, runtime: str, **options: Any) -> TestClient:
-    settings = Settings(artifacts_dir=artifacts, model_name=name, model_runtime=runtime, **options)
-    return TestClient(create_app(settings))
 
 
 # -- the binary threshold ---------------------------------------------------------------------

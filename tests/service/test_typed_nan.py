@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service import Settings, create_app
 from tests.service.reference import copy_bundle
-from tests.service.typed_support import TYPED_ROWS, columns, records, v2_json_body
+from tests.service.typed_support import TYPED_ROWS, columns, records, serve, v2_json_body
 
 pytestmark = pytest.mark.slow  # serves a freshly trained bundle
 
@@ -31,8 +30,7 @@ def nan_body(document: Any) -> bytes:
 @pytest.fixture
 def typed(tmp_path: Path, typed_bundle: Path) -> Iterator[TestClient]:
     copy_bundle(typed_bundle, tmp_path / "artifacts", "churn")
-    settings = Settings(artifacts_dir=tmp_path / "artifacts", model_name="churn")
-    with TestClient(create_app(settings)) as client:
+    with serve(tmp_path / "artifacts", "churn") as client:
         yield client
 
 

@@ -4,12 +4,15 @@ takes for them. The answers are compared with ``model.keras`` called on the same
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tritonclient.http as triton
+from fastapi.testclient import TestClient
 
 import bundle
+from service import Settings, create_app
 
 # The features of the session ``typed_bundle`` (tests/conftest.py: make_typed_csv), in order;
 # the ID-like columns ``id`` and ``name`` are left out by training.
@@ -158,3 +161,9 @@ def v2_outputs(answer: dict[str, Any]) -> tuple[list[str], np.ndarray]:
     shape = tensors["probabilities"]["shape"]
     probabilities = np.array(tensors["probabilities"]["data"]).reshape(shape)
     return tensors["label"]["data"], probabilities
+
+
+def serve(artifacts: Path, name: str, runtime: str | None = None, **options: Any) -> TestClient:
+    """A test client of the service on ``artifacts``, serving model ``name`` (enter it to start)."""
+    settings = Settings(artifacts_dir=artifacts, model_name=name, model_runtime=runtime, **options)
+    return TestClient(create_app(settings))
