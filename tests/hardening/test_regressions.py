@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service import Settings, create_app
+from service.app import create_app
 from service.errors import InvalidInput, MalformedBody, ServiceError
 from service.inputs import MAX_ABS_VALUE, Schema, parse_json_body
 from service.model import _require_finite
+from service.settings import Settings
 
 SCHEMA = Schema(("a", "b", "c", "d"), max_rows=100, n_classes=3)
 ROW = b"[5.1, 3.5, 1.4, 0.2]"

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service import Settings, create_app
+from service.app import create_app
 from service.registry import UNVERIFIED_REASON
+from service.settings import Settings
 from tests.service import publishing
 from tests.service.publishing import publish
 

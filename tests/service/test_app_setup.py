@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from service import Settings, create_app
-from service.app import opentelemetry_variable
+from service.app import create_app, opentelemetry_variable
 from service.observability.middleware import request_id
+from service.settings import Settings
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service import Settings, create_app
+from service.app import create_app
+from service.settings import Settings
 
 KEY = "s3cret-key-for-tests"
 ROW = [5.1, 3.5, 1.4, 0.2]

@@ -11,8 +11,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from service import Settings, create_app
+from service.app import create_app
 from service.dispatch import ServiceApp
+from service.settings import Settings
 
 pytestmark = pytest.mark.slow  # each test serves the real tiny Iris bundle
 

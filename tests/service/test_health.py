@@ -9,7 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 import bundle
-from service import Settings, create_app
+from service.app import create_app
+from service.settings import Settings
 from tests.service.reference import copy_bundle
 
 ROW = [5.1, 3.5, 1.4, 0.2]

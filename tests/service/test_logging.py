@@ -17,7 +17,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service import Settings, create_app
+from service.app import create_app
 from service.observability.logs import (
     AccessLog,
     JsonFormatter,
@@ -26,6 +26,7 @@ from service.observability.logs import (
     current_request,
     log_config,
 )
+from service.settings import Settings
 from tests.support import ROOT, ServerProcess
 
 ROW = [5.1, 3.5, 1.4, 0.2]

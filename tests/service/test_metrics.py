@@ -14,8 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import Settings, create_app
+from service.app import create_app
 from service.observability.metrics import get_metrics
+from service.settings import Settings
 from tests.support import ServerProcess
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -19,7 +19,8 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import Settings, create_app
+from service.app import create_app
+from service.settings import Settings
 from tests.support import ServerProcess
 
 ROW = [5.1, 3.5, 1.4, 0.2]

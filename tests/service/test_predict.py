@@ -14,7 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 import bundle
-from service import Settings, create_app
+from service.app import create_app
+from service.settings import Settings
 from tests.service.reference import (
     BINARY_FEATURES,
     IRIS_FEATURES,

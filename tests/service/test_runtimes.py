@@ -12,7 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 import bundle
-from service import Settings, create_app, runtimes
+from service import runtimes
+from service.app import create_app
+from service.settings import Settings
 from tests.service.reference import (
     IRIS_FEATURES,
     answered,
@@ -129,7 +131,8 @@ LITERT_ONLY = """
 import sys
 from pathlib import Path
 from fastapi.testclient import TestClient
-from service import Settings, create_app
+from service.app import create_app
+from service.settings import Settings
 
 settings = Settings(artifacts_dir=Path(sys.argv[1]), model_runtime="litert")
 with TestClient(create_app(settings)) as client:

@@ -15,7 +15,8 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from service import Settings, create_app
+from service.app import create_app
+from service.settings import Settings
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [6.7, 3.0, 5.2, 2.3], [50.0, 3.5, -1.4, 0.2]]

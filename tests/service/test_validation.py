@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service import Settings, create_app
+from service.app import create_app
+from service.settings import Settings
 from tests.service.reference import copy_bundle
 
 pytestmark = pytest.mark.slow  # every test here serves a freshly trained bundle

@@ -12,7 +12,8 @@ import tritonclient.http as triton
 from fastapi.testclient import TestClient
 
 import bundle
-from service import Settings, create_app
+from service.app import create_app
+from service.settings import Settings
 
 # The features of the session ``typed_bundle`` (tests/conftest.py: make_typed_csv), in order;
 # the ID-like columns ``id`` and ``name`` are left out by training.
