@@ -28,13 +28,18 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.hardening.typed_model
 
 with atheris.instrument_imports(
-    include=["service.inputs", "service.typed", "service.api.v2", "service.api.tfserving"]
+    include=[
+        "service.inputs",
+        "service.typed",
+        "service.protocols.v2",
+        "service.protocols.tfserving",
+    ]
 ):
     import numpy as np
 
     from service import inputs
-    from service.api import tfserving, v2
     from service.errors import ServiceError
+    from service.protocols import tfserving, v2
     from tests.hardening import typed_model
 
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")

@@ -12,13 +12,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import BaseRoute
 
-from service.api import admin, health, metrics, predict, tfserving, v2
+from service.api import admin, routes
+from service.dataplane import Admission, DataPlane
 from service.dispatch import ServiceApp
 from service.errors import Overloaded, ServiceError
 from service.http import JSONBytes
-from service.observability.metrics import RegistryMetrics
+from service.observability.metrics import ModelMetrics, get_metrics
 from service.observability.middleware import RequestMiddleware
 from service.openapi import customize
 from service.registry import Registry
@@ -55,14 +55,16 @@ async def _http_error(request: Request, exc: Exception) -> JSONBytes:
     return _error(exc.status_code, message, getattr(exc, "headers", None))
 
 
-def _lifespan(settings: Settings):
+def _lifespan(settings: Settings, observed: bool, admission: Admission):
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        registry = Registry(settings)
+        events = ModelMetrics(settings.model_name) if observed else None
+        registry = Registry(settings, events)
+        app.state.plane = DataPlane(
+            registry, settings, get_metrics() if observed else None, admission
+        )
         await asyncio.to_thread(registry.load_initial)
         app.state.registry = registry
-        app.state.registry_metrics = exporter = RegistryMetrics(registry)
-        exporter.start()
         watcher = None
         if settings.poll_seconds > 0:  # a pinned version is loaded once it appears
             watcher = asyncio.create_task(registry.watch())
@@ -73,8 +75,9 @@ def _lifespan(settings: Settings):
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
-            await exporter.stop()
             registry.close()
+            if events is not None:
+                events.close()
 
     return lifespan
 
@@ -125,46 +128,35 @@ def opentelemetry_variable(environ: Mapping[str, str]) -> str | None:
     return None
 
 
-def _hot_route_first(app: FastAPI, path: str) -> BaseRoute:
-    """Move the route of ``path`` to the front and return it: requests are matched against
-    routes in order, and FastAPI adds its documentation routes (four) before any of the app's."""
-    routes = app.router.routes
-    for index, route in enumerate(routes):
-        if getattr(route, "path", None) == path:
-            routes.insert(0, routes.pop(index))
-            return route
-    raise LookupError(f"no route {path}")
+def create_app(settings: Settings | None = None, observed: bool = True) -> ServiceApp:
+    """Build the service for ``settings`` (default: read from the environment).
 
-
-def create_app(settings: Settings | None = None) -> ServiceApp:
-    """Build the service for ``settings`` (default: read from the environment)."""
+    ``observed=False`` leaves out metrics, request ids, access lines and the concurrency limit
+    and timeout: only the benchmark uses it, to show what they cost.
+    """
     settings = settings or Settings()
     logging.getLogger("service").setLevel(settings.log_level.upper())
     app = ServiceApp(
         title="Keras classifier service",
         summary="Decoded labels and per-class probabilities from a verified Keras bundle.",
         version="0.1.0",
-        lifespan=_lifespan(settings),
+        lifespan=_lifespan(settings, observed, admission := Admission(settings.max_concurrency)),
         telemetry=_telemetry(settings),
     )
     app.state.settings = settings
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    predict.add_route(app)
-    app.include_router(health.router)
-    app.include_router(metrics.router)
-    app.include_router(v2.router)
-    app.include_router(tfserving.router)
+    hot = routes.add_routes(app)
     if settings.admin_token is not None:
         app.include_router(admin.router)
     app.openapi = _openapi_for_model(app, app.openapi)  # type: ignore[method-assign]
-    hot = _hot_route_first(app, "/predict")
-    # FastAPI's telemetry observes the requests it routes: with it on, /predict is routed too.
-    app.hot_route = None if settings.otel_telemetry else hot
-    app.request_layer = RequestMiddleware(
-        app.dispatch,
-        max_concurrency=settings.max_concurrency,
-        timeout_seconds=settings.request_timeout_seconds,
-    )
+    # Requests are matched in order, and FastAPI adds its documentation routes first.
+    app.router.routes.sort(key=lambda route: route not in hot)
+    # FastAPI's telemetry observes the requests it routes: with it on, every route is routed.
+    app.hot_routes = () if settings.otel_telemetry else tuple(hot)
+    if observed:
+        app.request_layer = RequestMiddleware(
+            app.dispatch, admission, timeout_seconds=settings.request_timeout_seconds
+        )
     return app

@@ -87,18 +87,42 @@ def content_kind(request: Request, allowed: tuple[str, ...] = ("json", "csv")) -
     raise UnsupportedMediaType(f"Content-Type must be {wanted}, got {shown}")
 
 
+# Clients written for the standard protocols rarely say "application/json": tritonclient sends no
+# Content-Type, its binary extension sends octet-stream, and `curl -d` sends form-urlencoded.
+# The reference servers read the body as JSON whatever the header; so do we, CSV excepted.
+_READ_AS_JSON = frozenset(
+    {
+        "",
+        "application/json",
+        "application/octet-stream",
+        "application/x-www-form-urlencoded",
+        "text/plain",
+    }
+)
+
+
+def check_json_media(request: Request) -> None:
+    """Read the body as JSON unless the client declared another format (415)."""
+    media = (header(request, b"content-type") or "").split(";", 1)[0].strip().lower()
+    if media in _READ_AS_JSON or media.endswith("+json"):
+        return
+    raise UnsupportedMediaType(f"Content-Type must be application/json, got {media[:64]}")
+
+
 def wants_csv(request: Request) -> bool:
     """True when the client asks for a CSV answer."""
     accept = header(request, b"accept") or ""
     return "text/csv" in accept and "application/json" not in accept
 
 
-def check_bearer(request: Request, secret: SecretStr | None, what: str) -> None:
-    """Require ``Authorization: Bearer <secret>`` when a secret is set (constant-time compare)."""
-    if secret is None:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def bearer_matches(authorization: str, secret: SecretStr) -> bool:
+    """``authorization`` is ``Bearer <secret>`` (constant-time compare): HTTP and gRPC alike."""
+    scheme, _, token = authorization.partition(" ")
     expected = secret.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected)
+
+
+def check_bearer(request: Request, secret: SecretStr | None, what: str) -> None:
+    """Require ``Authorization: Bearer <secret>`` when a secret is set."""
+    if secret is not None and not bearer_matches(header(request, b"authorization") or "", secret):
         raise Unauthorized(f"missing or wrong bearer token for {what}")

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,7 +19,6 @@ import bundle
 from service import encoder, runtimes
 from service.batching import AdaptiveBatcher
 from service.errors import BundleRejected, InvalidInput
-from service.observability import observe_batch, observe_prediction
 from service.typed import MissingValues, TypedSchema, encode
 
 log = logging.getLogger("service.model")
@@ -65,7 +65,10 @@ class LoadedModel:
     feature_min: np.ndarray
     feature_max: np.ndarray
     report: dict | None = None  # report/metrics.json, verified with the rest
+    # Passed in by whoever loads it (the registry): the batcher that merges concurrent requests
+    # into one model call, if any, and who is told of every model call's row count.
     batcher: AdaptiveBatcher | None = None
+    on_batch: Callable[[int], None] | None = None
     # How requests are read: None for numbers only (numeric features that had no blanks, and
     # MISSING_VALUES=refuse); else the typed encoder.
     typed: TypedSchema | None = None
@@ -113,15 +116,13 @@ class LoadedModel:
         return raw
 
     async def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """Like :meth:`probabilities_sync`; the Keras runtime goes through the adaptive batcher."""
+        """Like :meth:`probabilities_sync`, through the batcher when the model has one."""
         if self.batcher is not None:
-            probabilities = await self.batcher.submit(x)
-        else:
-            probabilities = self.probabilities_sync(x)
-            observe_batch(len(x))
-        probabilities = _require_finite(probabilities)
-        observe_prediction(self, x, probabilities)  # metrics by label and out-of-range feature
-        return probabilities
+            return _require_finite(await self.batcher.submit(x))
+        probabilities = self.probabilities_sync(x)
+        if self.on_batch is not None:
+            self.on_batch(len(x))
+        return _require_finite(probabilities)
 
     def close(self) -> None:
         if self.batcher is not None:
@@ -149,11 +150,14 @@ def load_version(
     directory: Path,
     runtime: runtimes.RuntimeName | None = None,
     signing_key: str | None = None,
-    max_batch_rows: int = 10_000,
-    batch_wait_ms: float = 0.0,
     missing_values: MissingValues = "refuse",
+    batcher: Callable[[LoadedModel], AdaptiveBatcher | None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> LoadedModel:
-    """Verify a bundle version and load it; raise :class:`BundleRejected` with the reason."""
+    """Verify a bundle version and load it; raise :class:`BundleRejected` with the reason.
+
+    ``batcher(model)`` gives the verified model its batcher (or None); ``on_batch(rows)`` is
+    told of each model call made outside a batcher (a batcher has its own)."""
     try:
         version = int(directory.name)
         digests = bundle.verify_manifest(directory, signing_key)
@@ -234,10 +238,8 @@ def load_version(
     _smoke_test(loaded, np.array(smoke, dtype=np.float32))
     if metadata.reference is not None:
         _reproduce_reference(loaded, metadata.reference)
-    if chosen == "keras":
-        loaded.batcher = AdaptiveBatcher(
-            loaded.probabilities_sync, max_batch_rows, batch_wait_ms / 1000, observe_batch
-        )
+    loaded.on_batch = on_batch
+    loaded.batcher = batcher(loaded) if batcher is not None else None
     return loaded
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from bundle import columns
-from service.api.v2 import DATATYPES, FLOAT16_MAX, KIND_DATATYPES
+from service.protocols.v2 import DATATYPES, FLOAT16_MAX, KIND_DATATYPES
 from service.settings import Settings
 from service.typed import MAX_ABS_VALUE
 

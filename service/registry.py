@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import bundle
+from service.batching import AdaptiveBatcher
 from service.errors import BundleRejected, Conflict, ModelNotReady, NotFound
 from service.model import LoadedModel, load_version
 from service.settings import Settings
@@ -63,6 +64,29 @@ def fingerprint(directory: Path) -> Fingerprint:
     return tuple(entries)
 
 
+class ModelEvents:
+    """What the registry tells its observer (the service's metrics); these do nothing.
+
+    ``loaded``, ``rejected``, ``served`` and ``unloaded`` come from the thread that loads or
+    swaps; ``batch`` from the event loop's thread.
+    """
+
+    def loaded(self, model: LoadedModel) -> None:
+        """A version was verified, loaded and swapped in (the first load included)."""
+
+    def rejected(self, version: int, reason: str) -> None:
+        """A version failed verification."""
+
+    def served(self, model: LoadedModel) -> None:
+        """``model`` now answers unversioned requests (a load, a reload or a rollback)."""
+
+    def unloaded(self, model: LoadedModel) -> None:
+        """A version left memory."""
+
+    def batch(self, rows: int) -> None:
+        """One model call of ``rows`` rows."""
+
+
 class Registry:
     """Holds the served model, the previous one (for instant rollback) and every version's status.
 
@@ -70,8 +94,9 @@ class Registry:
     until it answers, whatever swaps happen meanwhile.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, events: ModelEvents | None = None) -> None:
         self.settings = settings
+        self.events = events or ModelEvents()
         self.current: LoadedModel | None = None
         self.previous: LoadedModel | None = None
         self._rejected: dict[int, tuple[Fingerprint, str]] = {}
@@ -155,9 +180,9 @@ class Registry:
                 directory,
                 runtime=self.settings.model_runtime,
                 signing_key=key.get_secret_value() if key else None,
-                max_batch_rows=self.settings.max_batch_rows,
-                batch_wait_ms=self.settings.batch_wait_ms,
                 missing_values=self.settings.missing_values,
+                batcher=self._batcher,
+                on_batch=self.events.batch,
             )
         except BundleRejected as exc:
             reason = str(exc)
@@ -179,6 +204,7 @@ class Registry:
         self._rejected[version] = (print_, reason)
         self._verified.pop(version, None)
         self.reloads_rejected += 1
+        self.events.rejected(version, reason)
         self.last_error = f"version {version}: {reason}"
         log.warning(
             "rejected version %s of %s: %s (not retried until its files change)",
@@ -187,6 +213,26 @@ class Registry:
             reason,
         )
         return None
+
+    def _batcher(self, model: LoadedModel) -> AdaptiveBatcher | None:
+        """The Keras runtime's batcher: requests that arrive while a call runs share the next
+        one (a call costs the same for 1 row or 100). LiteRT answers a row in microseconds."""
+        if model.runtime.name != "keras":
+            return None
+        settings = self.settings
+        return AdaptiveBatcher(
+            model.probabilities_sync,
+            settings.max_batch_rows,
+            settings.batch_wait_ms / 1000,
+            self.events.batch,
+        )
+
+    def _retire(self, model: LoadedModel, served: bool) -> None:
+        # Safe with requests in flight on it: the batcher finishes queued work first and
+        # still answers a request that took this version before the swap.
+        model.close()
+        if served:
+            self.events.unloaded(model)
 
     def _swap(
         self, model: LoadedModel, *, automatic: bool = False, hold: int | None = None
@@ -210,12 +256,13 @@ class Registry:
                 self.reloads_succeeded += 1
                 if hold is not None:
                     self._hold = hold
-        if retired is not None:
-            # Safe with requests in flight on it: the batcher finishes queued work first and
-            # still answers a request that took this version before the swap.
-            retired.close()
         if retired is model:
+            self._retire(model, served=False)
             return False
+        if retired is not None:
+            self._retire(retired, served=True)
+        self.events.loaded(model)
+        self.events.served(model)
         log.info(
             "serving version %s of %s (runtime %s)",
             model.version,
@@ -361,6 +408,7 @@ class Registry:
             self.current, self.previous = previous, current
             self._hold = max([self._hold, current.version, *published])
         log.info("rolled back from version %s to %s", current.version, previous.version)
+        self.events.served(previous)
         return previous
 
     def close(self) -> None:
@@ -368,7 +416,7 @@ class Registry:
             self._closed = True
             models = [m for m in (self.current, self.previous) if m is not None]
         for model in models:
-            model.close()
+            self._retire(model, served=True)
 
     # -- polling -----------------------------------------------------------------------------
     async def watch(self) -> None:

@@ -60,14 +60,123 @@ class ReadyResponse(BaseModel):
     runtime: str
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": text}
-    for status, text in {
+def _errors(texts: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorResponse, "description": text} for status, text in texts.items()}
+
+
+# The error answers of /predict.
+ERROR_RESPONSES = _errors(
+    {
         400: "malformed JSON or CSV",
         401: "missing or wrong bearer token (when API_KEY is set)",
         413: "body larger than MAX_BODY_BYTES or more rows than MAX_BATCH_ROWS",
         415: "Content-Type is neither application/json nor text/csv",
         422: "the body does not fit the model (features, types, non-finite numbers, top_k)",
         503: "no verified model is loaded, or the service is overloaded",
-    }.items()
+    }
+)
+# The error answers of the standard protocols' routes (V2, TF Serving).
+STANDARD_ERRORS = _errors(
+    {
+        400: "malformed JSON, or a request that does not fit the model's signature",
+        401: "missing or wrong bearer token (when API_KEY is set)",
+        404: "unknown model name, or a version that is not loaded",
+        413: "body larger than MAX_BODY_BYTES or more rows than MAX_BATCH_ROWS",
+        415: "a Content-Type that is not JSON",
+        503: "no verified model is loaded, or the service is overloaded",
+    }
+)
+LOOKUP_ERRORS = {k: STANDARD_ERRORS[k] for k in (404, 503)}
+
+
+# -- request bodies, as the OpenAPI document shows them (the served model's own examples and
+# schemas replace these at run time: service/openapi.py) ------------------------------------
+PREDICT_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/PredictRequest"},
+            "examples": {
+                "rows": {"summary": "rows in feature order", "value": {"instances": [IRIS_ROW]}},
+                "records": {
+                    "summary": "records by feature name",
+                    "value": {
+                        "instances": [
+                            {
+                                "sepal_length": 5.1,
+                                "sepal_width": 3.5,
+                                "petal_length": 1.4,
+                                "petal_width": 0.2,
+                            }
+                        ],
+                        "top_k": 2,
+                    },
+                },
+            },
+        },
+        "text/csv": {
+            "schema": {"$ref": "#/components/schemas/PredictCSV"},
+            "example": "sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4,0.2\n",
+        },
+    },
+}
+
+
+V2_INFER_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/V2InferRequest"},
+            "example": {
+                "id": "42",
+                "inputs": [
+                    {
+                        "name": "features",
+                        "shape": [1, 4],
+                        "datatype": "FP32",
+                        "data": [[5.1, 3.5, 1.4, 0.2]],
+                    }
+                ],
+                "outputs": [{"name": "label"}, {"name": "probabilities"}],
+            },
+        }
+    },
+}
+V2_INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **STANDARD_ERRORS,
+    200: {
+        "description": "the inference response (binary outputs follow the JSON header)",
+        "content": {"application/octet-stream": {}},
+    },
+}
+
+TF_PREDICT_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/TFPredictRequest"},
+            "examples": {
+                "rows": {"value": {"instances": [[5.1, 3.5, 1.4, 0.2]]}},
+                "columnar": {"value": {"inputs": {"features": [[5.1, 3.5, 1.4, 0.2]]}}},
+            },
+        }
+    },
+}
+TF_CLASSIFY_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/TFClassifyRequest"},
+            "example": {
+                "examples": [
+                    {
+                        "sepal_length": 5.1,
+                        "sepal_width": 3.5,
+                        "petal_length": 1.4,
+                        "petal_width": 0.2,
+                    }
+                ]
+            },
+        }
+    },
 }

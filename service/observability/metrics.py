@@ -8,7 +8,6 @@ whichever worker answers a scrape reports the whole server.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from typing import TYPE_CHECKING, Any
@@ -18,10 +17,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, mult
 from prometheus_client.exposition import choose_encoder
 
 from service.observability.series import PlainCounter, PlainHistogram
+from service.registry import ModelEvents
 
 if TYPE_CHECKING:
     from service.model import LoadedModel
-    from service.registry import Registry
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -119,6 +118,23 @@ class Metrics:
             ["result"],
             registry=registry,
         )
+        self.inferences = counter(
+            "inference_requests",
+            "Inference calls answered by the data plane, by protocol (predict, v2, tfserving, "
+            "grpc) and outcome as an HTTP status (200, 400, 404, 413, 503...), whatever the "
+            "transport.",
+            ["protocol", "status"],
+            registry=registry,
+        )
+        self.inference_latency = histogram(
+            "inference_request_duration_seconds",
+            "Time the data plane took for an inference call (lookup, decoding, prediction, "
+            "encoding), by protocol.",
+            ["protocol"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._inference: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         # The last model's class keys and feature names, and their counters.
         self._model_children: tuple[Any, Any, list[Any], list[Any]] = (None, None, [], [])
@@ -147,6 +163,18 @@ class Metrics:
             labels = (route, method, str(status))
             children = (self.requests.labels(*labels), self.latency.labels(*labels))
             self._http[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_inference(self, protocol: str, status: int, seconds: float) -> None:
+        key = (protocol, status)
+        children = self._inference.get(key)
+        if children is None:
+            children = (
+                self.inferences.labels(protocol, str(status)),
+                self.inference_latency.labels(protocol),
+            )
+            self._inference[key] = children
         children[0].inc()
         children[1].observe(seconds)
 
@@ -203,74 +231,43 @@ def get_metrics() -> Metrics:
     return _metrics
 
 
-def record_batch(rows: int) -> None:
-    """Count one model call of ``rows`` rows."""
-    get_metrics().observe_batch(rows)
+class ModelMetrics(ModelEvents):
+    """The registry's events as metrics: the served version (``model_info``), reloads by
+    result and rows per model call. Each worker writes its own (files in multiprocess mode)
+    as the events happen, so any worker's scrape is current."""
 
-
-class RegistryMetrics:
-    """Copies the registry's state (served version, reload counts) into the metrics.
-
-    Read at each scrape; in multiprocess mode every worker also copies its own once a second,
-    since a scrape reaches one worker only.
-    """
-
-    SYNC_SECONDS = 1.0
-
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-        self.metrics = get_metrics()
+    def __init__(self, model_name: str, metrics: Metrics | None = None) -> None:
+        self.model_name = model_name
+        self.metrics = metrics or get_metrics()
+        self.batch = self.metrics.observe_batch  # type: ignore[method-assign]
         self._served: tuple[str, str, str] | None = None
-        self._succeeded = 0
-        self._rejected = 0
-        self._task: asyncio.Task[None] | None = None
 
-    def sync(self) -> None:
-        registry, metrics = self.registry, self.metrics
-        model = registry.current
-        served = (
-            (registry.settings.model_name, str(model.version), model.runtime.name)
-            if model is not None
-            else None
-        )
+    def loaded(self, model: LoadedModel) -> None:
+        self.metrics.reloads.labels("succeeded").inc()
+
+    def rejected(self, version: int, reason: str) -> None:
+        self.metrics.reloads.labels("rejected").inc()
+
+    def served(self, model: LoadedModel) -> None:
+        served = (self.model_name, str(model.version), model.runtime.name)
         if served != self._served:
-            if self._served is not None:
-                self._forget(self._served)
-            if served is not None:
-                metrics.model_info.labels(*served).set(1)
+            self._forget()
+            self.metrics.model_info.labels(*served).set(1)
             self._served = served
-        succeeded, rejected = registry.reloads_succeeded, registry.reloads_rejected
-        if succeeded > self._succeeded:
-            metrics.reloads.labels("succeeded").inc(succeeded - self._succeeded)
-        if rejected > self._rejected:
-            metrics.reloads.labels("rejected").inc(rejected - self._rejected)
-        self._succeeded, self._rejected = succeeded, rejected
 
-    def _forget(self, served: tuple[str, str, str]) -> None:
-        self.metrics.model_info.labels(*served).set(0)
+    def _forget(self) -> None:
+        if self._served is None:
+            return
+        self.metrics.model_info.labels(*self._served).set(0)
         # A worker's file keeps the zero: prometheus-client cannot remove multiprocess children.
         if not self.metrics.multiprocess:
             with contextlib.suppress(KeyError):
-                self.metrics.model_info.remove(*served)
+                self.metrics.model_info.remove(*self._served)
+        self._served = None
 
-    def start(self) -> None:
-        self.sync()
-        if self.metrics.multiprocess:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.SYNC_SECONDS)
-            self.sync()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._served is not None:
-            self._forget(self._served)
-            self._served = None
+    def close(self) -> None:
+        """The worker stops serving: its served version is forgotten, its files marked dead."""
+        self._forget()
         if self.metrics.multiprocess:
             multiprocess.mark_process_dead(os.getpid())
 

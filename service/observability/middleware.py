@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from starlette.routing import compile_path
 
+from service.dataplane import Admission
 from service.errors import Overloaded
 from service.observability.logs import AccessLog, RequestContext, current_request
 from service.observability.metrics import get_metrics
@@ -123,11 +124,11 @@ class _Exchange:
 class RequestMiddleware:
     """Request ids, HTTP metrics, access lines; admission control for prediction routes."""
 
-    def __init__(self, app: ASGIApp, max_concurrency: int, timeout_seconds: float) -> None:
+    def __init__(self, app: ASGIApp, admission: Admission, timeout_seconds: float) -> None:
         self.app = app
-        self.max_concurrency = max_concurrency
+        self.admission = admission  # shared with the other transports (gRPC)
+        max_concurrency = admission.limit
         self.timeout_seconds = timeout_seconds
-        self.in_flight = 0
         self.metrics = get_metrics()
         self.access_log = AccessLog()
         self._templates: list[tuple[re.Pattern[str], str]] | None = None
@@ -166,15 +167,16 @@ class RequestMiddleware:
         token = current_request.set(context)
         exchange = _Exchange(send, (REQUEST_ID_HEADER, context.request_id.encode("ascii")))
         admitted = False
+        admission = self.admission
         try:
             if not is_prediction(scope):
                 await self.app(scope, receive, exchange.send_with_id)
-            elif self.in_flight >= self.max_concurrency:
+            elif admission.in_flight >= admission.limit:
                 self.metrics.overload.labels("concurrency").inc()
                 await exchange.refuse(self._busy)
             else:  # inline, not a method: a coroutine less per prediction
                 admitted = True
-                self.in_flight += 1
+                admission.in_flight += 1
                 self.metrics.prediction_started()
                 self._watch(exchange, start + self.timeout_seconds)
                 try:
@@ -190,7 +192,7 @@ class RequestMiddleware:
                     await exchange.refuse(self._slow)
         finally:
             if admitted:
-                self.in_flight -= 1
+                admission.in_flight -= 1
                 self.metrics.prediction_ended()
             current_request.reset(token)
             seconds = time.perf_counter() - start

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service import inputs
-from service.api import tfserving, v2
 from service.errors import ServiceError
+from service.protocols import tfserving, v2
 from tests.hardening.typed_model import MAX_ROWS, NAMES, check_matrix, schema, typed_model
 
 EXAMPLES = int(os.environ.get("HARDEN_TYPED_EXAMPLES", "300"))

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from service import inputs, openapi
-from service.api import v2
 from service.errors import InvalidInput, ServiceError
+from service.protocols import v2
 from tests.hardening.conftest import AUTH
 from tests.hardening.typed_model import MAX_ROWS, NAMES, check_matrix, schema, typed_model
 from tests.support import ServerProcess

@@ -50,7 +50,7 @@ N_CLASSES = 2
 
 
 def typed_model(missing: MissingValues = "refuse") -> Any:
-    """What ``service.api.v2`` and ``service.api.tfserving`` read of a ``LoadedModel``."""
+    """What ``service.protocols.v2`` and ``service.protocols.tfserving`` read of a ``LoadedModel``."""
     codec = TypedSchema.of(FEATURES, missing)
     return SimpleNamespace(
         feature_names=NAMES,

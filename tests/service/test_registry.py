@@ -474,7 +474,8 @@ def test_reload_without_newer_versions_keeps_serving(
 # -- swapping with requests in flight ------------------------------------------------------
 def test_a_retired_keras_version_answers_its_requests_in_flight(iris_bundle: Path) -> None:
     """close() from the loading thread, while requests are queued in the batcher."""
-    model = load_version(iris_bundle, runtime="keras")
+    registry = Registry(Settings(artifacts_dir=iris_bundle.parent.parent, model_name="iris"))
+    model = load_version(iris_bundle, runtime="keras", batcher=registry._batcher)
     assert model.batcher is not None
 
     async def main() -> tuple[list[np.ndarray], np.ndarray]:

@@ -22,32 +22,16 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any
+from typing import Any, ClassVar
 
-import anyio
 import numpy as np
 import orjson
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
 
 from service import inputs, outputs, typed
-from service.api._protocol import (
-    ERROR_RESPONSES,
-    INPUT_NAME,
-    LOOKUP_RESPONSES,
-    OFFLOAD_BYTES,
-    OUTPUT_NAMES,
-    bad_request,
-    check_media,
-    check_name,
-    lookup,
-)
-from service.api.deps import require_api_key
+from service.dataplane import Answer
 from service.errors import InvalidInput, MalformedBody, PayloadTooLarge
-from service.http import JSONBytes, read_body
 from service.model import LoadedModel
-
-router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
+from service.protocols.common import INPUT_NAME, OUTPUT_NAMES
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -86,6 +70,16 @@ PLATFORMS = {"litert": "litert_tflite", "keras": "tensorflow_keras"}
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 # What FP JSON data may hold: numbers (a boolean feature's 0/1), null for a blank.
 _FLOAT_DATA = frozenset({float, int, type(None)})
+
+
+@dataclass(slots=True)
+class InferBody:
+    """An inference request as it came: the body, the binary extension's header length, and
+    the model name of the path (echoed in the answer)."""
+
+    name: str
+    body: bytes
+    header_length: str | None = None
 
 
 @dataclass
@@ -482,6 +476,12 @@ def parse_infer(
     if not header.strip():
         raise MalformedBody('empty body; send an inference request {"inputs": [...]}')
     document = inputs.load_json(header, nan_is_blank=model.typed is not None)
+    return read_document(document, binary, model, max_rows)
+
+
+def read_document(document: Any, binary: bytes, model: LoadedModel, max_rows: int) -> InferRequest:
+    """A decoded inference request (the JSON header as Python objects, and the binary tensor
+    data after it) to a validated request: what REST and gRPC requests both become."""
     if type(document) is not dict:
         raise InvalidInput("the body must be a JSON object with 'inputs'")
     request_id = document.get("id")
@@ -522,10 +522,11 @@ def parse_infer(
 
 
 # -- rendering --------------------------------------------------------------------------------
-def render_infer(
+def answer_parts(
     model_name: str, model: LoadedModel, request: InferRequest, probabilities: np.ndarray
-) -> Response:
-    """The inference response; binary outputs follow the JSON header when any was asked for."""
+) -> tuple[dict[str, Any], list[bytes]]:
+    """The inference response as a JSON-ready document, and the binary data of each output
+    asked for as binary (in output order, each declared by its ``binary_data_size``)."""
     probabilities = np.asarray(probabilities, dtype=np.float32)
     rows, classes = probabilities.shape
     tensors = []
@@ -554,14 +555,37 @@ def render_infer(
         "id": request.id,
         "outputs": tensors,
     }
-    if not chunks:
-        return JSONBytes(answer)
-    header = orjson.dumps(answer)
-    return Response(
-        header + b"".join(chunks),
-        media_type="application/octet-stream",
-        headers={HEADER_LENGTH: str(len(header))},
-    )
+    return answer, chunks
+
+
+class InferCodec:
+    """The V2 REST inference request and response (JSON, or JSON then binary tensor data)."""
+
+    protocol: ClassVar[str] = "v2"
+    invalid_status: ClassVar[int] = 400
+
+    def decode(self, request: InferBody, model: LoadedModel, max_rows: int) -> InferRequest:
+        return parse_infer(request.body, request.header_length, model, max_rows)
+
+    def encode(
+        self, request: InferBody, model: LoadedModel, parsed: InferRequest, probabilities: Any
+    ) -> Answer:
+        answer, chunks = answer_parts(request.name, model, parsed, probabilities)
+        if not chunks:
+            return Answer(orjson.dumps(answer))
+        header = orjson.dumps(answer)
+        return Answer(
+            header + b"".join(chunks),
+            "application/octet-stream",
+            {HEADER_LENGTH: str(len(header))},
+        )
+
+
+INFER = InferCodec()
+
+
+def server_metadata(version: str) -> dict[str, Any]:
+    return {"name": "keras-serve", "version": version, "extensions": ["binary_tensor_data"]}
 
 
 def input_metadata(model: LoadedModel) -> list[dict[str, Any]]:
@@ -585,143 +609,3 @@ def model_metadata(model_name: str, model: LoadedModel, versions: list[int]) -> 
             {"name": "label", "datatype": "BYTES", "shape": [-1]},
         ],
     }
-
-
-# -- routes -----------------------------------------------------------------------------------
-@router.get("", summary="Server metadata")
-async def server_metadata(request: Request) -> JSONBytes:
-    return JSONBytes(
-        {
-            "name": "keras-serve",
-            "version": request.app.version,
-            "extensions": ["binary_tensor_data"],
-        }
-    )
-
-
-@router.get("/health/live", summary="Server liveness")
-async def server_live() -> JSONBytes:
-    return JSONBytes({"live": True})
-
-
-@router.get(
-    "/health/ready",
-    responses={503: ERROR_RESPONSES[503]},
-    summary="Server readiness: a verified model is loaded",
-)
-async def server_ready(request: Request) -> JSONBytes:
-    request.app.state.registry.require()
-    return JSONBytes({"ready": True})
-
-
-async def _metadata(request: Request, name: str, version: str | None) -> JSONBytes:
-    model = lookup(request, name, version)
-    registry = request.app.state.registry
-    loaded = {m.version for m in (registry.current, registry.previous) if m is not None}
-    return JSONBytes(model_metadata(name, model, sorted(loaded, reverse=True)))
-
-
-@router.get("/models/{name}", responses=LOOKUP_RESPONSES, summary="Model metadata")
-async def metadata(request: Request, name: str) -> JSONBytes:
-    """The input tensor and both outputs, and the versions that can be asked for by path."""
-    return await _metadata(request, name, None)
-
-
-@router.get(
-    "/models/{name}/versions/{version}", responses=LOOKUP_RESPONSES, summary="Model metadata"
-)
-async def version_metadata(request: Request, name: str, version: str) -> JSONBytes:
-    return await _metadata(request, name, version)
-
-
-@router.get("/models/{name}/ready", responses=LOOKUP_RESPONSES, summary="Model readiness")
-async def model_ready(request: Request, name: str) -> JSONBytes:
-    lookup(request, name, None)
-    return JSONBytes({"name": name, "ready": True})
-
-
-@router.get(
-    "/models/{name}/versions/{version}/ready",
-    responses=LOOKUP_RESPONSES,
-    summary="Model readiness",
-)
-async def version_ready(request: Request, name: str, version: str) -> JSONBytes:
-    lookup(request, name, version)
-    return JSONBytes({"name": name, "ready": True})
-
-
-INFER_BODY: dict[str, Any] = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {"$ref": "#/components/schemas/V2InferRequest"},
-            "example": {
-                "id": "42",
-                "inputs": [
-                    {
-                        "name": INPUT_NAME,
-                        "shape": [1, 4],
-                        "datatype": "FP32",
-                        "data": [[5.1, 3.5, 1.4, 0.2]],
-                    }
-                ],
-                "outputs": [{"name": "label"}, {"name": "probabilities"}],
-            },
-        }
-    },
-}
-
-# With binary_data_output (or an output's binary_data) the answer is a JSON header, then bytes.
-INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
-    **ERROR_RESPONSES,
-    200: {
-        "description": "the inference response (binary outputs follow the JSON header)",
-        "content": {"application/octet-stream": {}},
-    },
-}
-
-
-async def _infer(request: Request, name: str, version: str | None) -> Response:
-    check_name(request, name)
-    check_media(request)
-    state = request.app.state
-    body = await read_body(request, state.settings.max_body_bytes)
-    model = lookup(request, name, version)  # one version answers the whole request
-    max_rows = state.settings.max_batch_rows
-    header_length = request.headers.get(HEADER_LENGTH)
-    big = len(body) >= OFFLOAD_BYTES
-    with bad_request():
-        if not big:
-            parsed = parse_infer(body, header_length, model, max_rows)
-        else:
-            parsed = await anyio.to_thread.run_sync(
-                parse_infer, body, header_length, model, max_rows
-            )
-        probabilities = await model.probabilities(parsed.x)
-    if not big:
-        return render_infer(name, model, parsed, probabilities)
-    return await anyio.to_thread.run_sync(render_infer, name, model, parsed, probabilities)
-
-
-@router.post(
-    "/models/{name}/infer",
-    responses=INFER_RESPONSES,
-    openapi_extra={"requestBody": INFER_BODY},
-    dependencies=[Depends(require_api_key)],
-    summary="Inference: probabilities and decoded labels",
-)
-async def infer(request: Request, name: str) -> Response:
-    """Input ``features`` (FP32 ``[N, n_features]``, JSON or binary); outputs ``probabilities``
-    (FP32 ``[N, n_classes]``) and ``label`` (BYTES ``[N]``)."""
-    return await _infer(request, name, None)
-
-
-@router.post(
-    "/models/{name}/versions/{version}/infer",
-    responses=INFER_RESPONSES,
-    openapi_extra={"requestBody": INFER_BODY},
-    dependencies=[Depends(require_api_key)],
-    summary="Inference on a loaded version",
-)
-async def version_infer(request: Request, name: str, version: str) -> Response:
-    return await _infer(request, name, version)

@@ -7,55 +7,22 @@ list of objects and a columnar answer an object, as TF Serving answers for sever
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-import anyio
 import numpy as np
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
-from starlette.convertors import Convertor, register_url_convertor
+import orjson
 
 from service import inputs, outputs
-from service.api._protocol import (
-    ERROR_RESPONSES,
-    INPUT_NAME,
-    LOOKUP_RESPONSES,
-    OFFLOAD_BYTES,
-    bad_request,
-    check_media,
-    check_name,
-    lookup,
-    unwrap_singletons,
-)
-from service.api.deps import require_api_key
+from service.dataplane import Answer
 from service.errors import InvalidInput, MalformedBody, PayloadTooLarge
-from service.http import JSONBytes, read_body
 from service.model import LoadedModel
-
-router = APIRouter(prefix="/v1/models", tags=["tensorflow serving"])
-
-
-class _Segment(Convertor[str]):
-    """A name or version in a GET path: no ':', which starts a verb, so that
-    /v1/models/m:predict matches only the :predict route (405 with Allow: POST for a GET)."""
-
-    regex = "[^/:]+"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
-
-
-register_url_convertor("segment", _Segment())
+from service.protocols.common import INPUT_NAME, unwrap_singletons
 
 SIGNATURE = "serving_default"
 # Signature names a client may give: the default, or the classify method's name for :classify.
 _PREDICT_SIGNATURES = (None, "", SIGNATURE)
 _CLASSIFY_SIGNATURES = (*_PREDICT_SIGNATURES, "tensorflow/serving/classify")
-
-Verb = Literal["predict", "classify"]
 
 
 # -- parsing (no HTTP) ------------------------------------------------------------------------
@@ -182,12 +149,12 @@ def parse_classify(body: bytes, model: LoadedModel, max_rows: int) -> np.ndarray
 
 
 # -- rendering --------------------------------------------------------------------------------
-def render_predict(model: LoadedModel, probabilities: np.ndarray, columnar: bool) -> JSONBytes:
+def render_predict(model: LoadedModel, probabilities: np.ndarray, columnar: bool) -> bytes:
     labels = [str(label) for label in outputs.argmax_labels(model, probabilities)]
     rows = probabilities.tolist()
     if columnar:
-        return JSONBytes({"outputs": {"probabilities": rows, "label": labels}})
-    return JSONBytes(
+        return orjson.dumps({"outputs": {"probabilities": rows, "label": labels}})
+    return orjson.dumps(
         {
             "predictions": [
                 {"probabilities": row, "label": label}
@@ -197,10 +164,10 @@ def render_predict(model: LoadedModel, probabilities: np.ndarray, columnar: bool
     )
 
 
-def render_classify(model: LoadedModel, probabilities: np.ndarray) -> JSONBytes:
+def render_classify(model: LoadedModel, probabilities: np.ndarray) -> bytes:
     """Every class with its score, per example, in the model's class order."""
     keys = model.class_keys
-    return JSONBytes(
+    return orjson.dumps(
         {
             "result": [
                 [list(pair) for pair in zip(keys, row, strict=True)]
@@ -208,6 +175,41 @@ def render_classify(model: LoadedModel, probabilities: np.ndarray) -> JSONBytes:
             ]
         }
     )
+
+
+@dataclass(slots=True)
+class Rows:
+    """A decoded ``:predict`` request: the matrix and whether it came in columnar form."""
+
+    x: np.ndarray
+    columnar: bool = False
+
+
+class PredictCodec:
+    """``:predict``: row (``instances``) or columnar (``inputs``) format, answered alike."""
+
+    protocol: ClassVar[str] = "tfserving"
+    invalid_status: ClassVar[int] = 400
+
+    def decode(self, body: bytes, model: LoadedModel, max_rows: int) -> Rows:
+        return Rows(*parse_predict(body, model, max_rows))
+
+    def encode(self, body: bytes, model: LoadedModel, rows: Rows, probabilities: Any) -> Answer:
+        return Answer(render_predict(model, probabilities, rows.columnar))
+
+
+class ClassifyCodec(PredictCodec):
+    """``:classify``: ``examples`` by feature name; every class with its score."""
+
+    def decode(self, body: bytes, model: LoadedModel, max_rows: int) -> Rows:
+        return Rows(parse_classify(body, model, max_rows))
+
+    def encode(self, body: bytes, model: LoadedModel, rows: Rows, probabilities: Any) -> Answer:
+        return Answer(render_classify(model, probabilities))
+
+
+PREDICT = PredictCodec()
+CLASSIFY = ClassifyCodec()
 
 
 _TF_DTYPES = {"numeric": "DT_FLOAT", "boolean": "DT_BOOL", "categorical": "DT_STRING"}
@@ -246,154 +248,15 @@ def model_metadata(model_name: str, model: LoadedModel) -> dict[str, Any]:
     }
 
 
-# -- routes -----------------------------------------------------------------------------------
-def _version_status(version: int) -> dict[str, Any]:
+def version_status(versions: list[int]) -> dict[str, Any]:
+    """GetModelStatusResponse as JSON: each version AVAILABLE."""
     return {
-        "version": str(version),
-        "state": "AVAILABLE",
-        "status": {"error_code": "OK", "error_message": ""},
+        "model_version_status": [
+            {
+                "version": str(v),
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+            for v in versions
+        ]
     }
-
-
-async def _status(request: Request, name: str, version: str | None) -> JSONBytes:
-    model = lookup(request, name, version)
-    versions = [model.version]
-    previous = request.app.state.registry.previous
-    if version is None and previous is not None and previous.version != model.version:
-        versions.append(previous.version)  # still loaded and servable by version path
-    return JSONBytes({"model_version_status": [_version_status(v) for v in versions]})
-
-
-@router.get("/{name:segment}", responses=LOOKUP_RESPONSES, summary="Model status")
-async def status(request: Request, name: str) -> JSONBytes:
-    """Every loaded version of the model (the served one first), each AVAILABLE."""
-    return await _status(request, name, None)
-
-
-@router.get(
-    "/{name:segment}/versions/{version:segment}", responses=LOOKUP_RESPONSES, summary="Model status"
-)
-async def version_status(request: Request, name: str, version: str) -> JSONBytes:
-    return await _status(request, name, version)
-
-
-@router.get("/{name:segment}/metadata", responses=LOOKUP_RESPONSES, summary="Model metadata")
-async def metadata(request: Request, name: str) -> JSONBytes:
-    """The ``serving_default`` signature: input ``features``, outputs ``probabilities``, ``label``."""
-    return JSONBytes(model_metadata(name, lookup(request, name, None)))
-
-
-@router.get(
-    "/{name:segment}/versions/{version:segment}/metadata",
-    responses=LOOKUP_RESPONSES,
-    summary="Model metadata",
-)
-async def version_metadata(request: Request, name: str, version: str) -> JSONBytes:
-    return JSONBytes(model_metadata(name, lookup(request, name, version)))
-
-
-PREDICT_BODY: dict[str, Any] = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {"$ref": "#/components/schemas/TFPredictRequest"},
-            "examples": {
-                "rows": {"value": {"instances": [[5.1, 3.5, 1.4, 0.2]]}},
-                "columnar": {"value": {"inputs": {INPUT_NAME: [[5.1, 3.5, 1.4, 0.2]]}}},
-            },
-        }
-    },
-}
-CLASSIFY_BODY: dict[str, Any] = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {"$ref": "#/components/schemas/TFClassifyRequest"},
-            "example": {
-                "examples": [
-                    {
-                        "sepal_length": 5.1,
-                        "sepal_width": 3.5,
-                        "petal_length": 1.4,
-                        "petal_width": 0.2,
-                    }
-                ]
-            },
-        }
-    },
-}
-
-
-async def _run(request: Request, name: str, version: str | None, verb: Verb) -> Response:
-    check_name(request, name)
-    check_media(request)
-    state = request.app.state
-    body = await read_body(request, state.settings.max_body_bytes)
-    model = lookup(request, name, version)  # one version answers the whole request
-    max_rows = state.settings.max_batch_rows
-    big = len(body) >= OFFLOAD_BYTES
-    parse: Any = parse_classify if verb == "classify" else parse_predict
-    with bad_request():
-        if big:
-            parsed = await anyio.to_thread.run_sync(parse, body, model, max_rows)
-        else:
-            parsed = parse(body, model, max_rows)
-        x = parsed if verb == "classify" else parsed[0]
-        probabilities = await model.probabilities(x)
-    render: Any = render_classify if verb == "classify" else render_predict
-    args = (model, probabilities) if verb == "classify" else (model, probabilities, parsed[1])
-    return await anyio.to_thread.run_sync(render, *args) if big else render(*args)
-
-
-_POST = {"responses": ERROR_RESPONSES, "dependencies": [Depends(require_api_key)]}
-
-
-@router.post(
-    "/{name}:predict",
-    openapi_extra={"requestBody": PREDICT_BODY},
-    summary="Predict (row or columnar format)",
-    **_POST,
-)
-async def predict(request: Request, name: str) -> Response:
-    """``instances`` (rows, records or ``{"features": row}`` objects) answer ``predictions``, one
-    ``{"probabilities", "label"}`` object per row; ``inputs`` answer ``outputs`` by name."""
-    return await _run(request, name, None, "predict")
-
-
-@router.post(
-    "/{name}/versions/{version}:predict",
-    openapi_extra={"requestBody": PREDICT_BODY},
-    summary="Predict with a loaded version",
-    **_POST,
-)
-async def version_predict(request: Request, name: str, version: str) -> Response:
-    return await _run(request, name, version, "predict")
-
-
-@router.post(
-    "/{name}:classify",
-    openapi_extra={"requestBody": CLASSIFY_BODY},
-    summary="Classify examples: every class with its score",
-    **_POST,
-)
-async def classify(request: Request, name: str) -> Response:
-    """``examples`` by feature name (optional shared ``context``) answer ``result``: per example,
-    ``[label, score]`` for every class."""
-    return await _run(request, name, None, "classify")
-
-
-@router.post(
-    "/{name}/versions/{version}:classify",
-    openapi_extra={"requestBody": CLASSIFY_BODY},
-    summary="Classify examples with a loaded version",
-    **_POST,
-)
-async def version_classify(request: Request, name: str, version: str) -> Response:
-    return await _run(request, name, version, "classify")
-
-
-# Not in the OpenAPI document: it only tells a TF Serving client that this model classifies.
-@router.post("/{name}:regress", include_in_schema=False, **_POST)
-async def regress(request: Request, name: str) -> Response:
-    check_name(request, name)
-    raise InvalidInput("this model is a classifier: use :classify or :predict", 400)

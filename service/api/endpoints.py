@@ -1,0 +1,195 @@
+"""The REST endpoints: one per operation, thin over the data plane (``request.app.state.plane``).
+
+Each takes the ``Request`` and returns a ``Response`` (:class:`service.http.PlainRoute` calls
+it as is); path parameters come from ``request.path_params``, so one endpoint serves both the
+unversioned and the versioned path of an operation. The route table is ``service.api.routes``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from service.dataplane import Answer, Codec, DataPlane
+from service.errors import InvalidInput
+from service.http import (
+    JSONBytes,
+    check_bearer,
+    check_json_media,
+    content_kind,
+    header,
+    read_body,
+    wants_csv,
+)
+from service.observability.metrics import get_metrics
+from service.protocols import tfserving, v2
+from service.protocols.predict import PREDICT, PredictRequest
+
+
+def _plane(request: Request) -> DataPlane:
+    return request.app.state.plane
+
+
+def _check_api_key(request: Request) -> None:
+    """Prediction routes need ``Authorization: Bearer $API_KEY`` when API_KEY is set."""
+    check_bearer(request, request.app.state.settings.api_key, "this prediction route (API_KEY)")
+
+
+def _respond(answer: Answer) -> Response:
+    return Response(answer.body, media_type=answer.media_type, headers=answer.headers)
+
+
+# -- inference ----------------------------------------------------------------------------------
+async def predict(request: Request) -> Response:
+    """Rows (feature order), records (feature names) or CSV with a header row.
+
+    Each prediction has the decoded label, every class's probability and warnings for
+    features outside the training range. ``Accept: text/csv`` answers CSV.
+    """
+    _check_api_key(request)
+    plane = _plane(request)
+    kind = content_kind(request)
+    body = await read_body(request, plane.max_body_bytes)
+    call = PredictRequest(body, kind, wants_csv(request))  # type: ignore[arg-type]
+    return _respond(await plane.infer(PREDICT, call, None, None, len(body)))
+
+
+async def _standard_body(request: Request) -> tuple[DataPlane, str, str | None, bytes]:
+    """What a standard protocol's POST starts with: the key, the model name, the media type
+    and the body, checked in that order; then the name and the version of the path."""
+    _check_api_key(request)
+    plane = _plane(request)
+    params = request.path_params
+    name = plane.check_name(params["name"])
+    check_json_media(request)
+    body = await read_body(request, plane.max_body_bytes)
+    return plane, name, params.get("version"), body
+
+
+async def v2_infer(request: Request) -> Response:
+    """Input ``features`` (FP32 ``[N, n_features]``) or one input per feature, JSON or binary;
+    outputs ``probabilities`` (FP32 ``[N, n_classes]``) and ``label`` (BYTES ``[N]``)."""
+    plane, name, version, body = await _standard_body(request)
+    call = v2.InferBody(name, body, header(request, b"inference-header-content-length"))
+    return _respond(await plane.infer(v2.INFER, call, name, version, len(body)))
+
+
+async def _tf(request: Request, codec: Codec[bytes, Any, Answer]) -> Response:
+    plane, name, version, body = await _standard_body(request)
+    return _respond(await plane.infer(codec, body, name, version, len(body)))
+
+
+async def tf_predict(request: Request) -> Response:
+    """``instances`` (rows, records or ``{"features": row}`` objects) answer ``predictions``, one
+    ``{"probabilities", "label"}`` object per row; ``inputs`` answer ``outputs`` by name."""
+    return await _tf(request, tfserving.PREDICT)
+
+
+async def tf_classify(request: Request) -> Response:
+    """``examples`` by feature name (optional shared ``context``) answer ``result``: per example,
+    ``[label, score]`` for every class."""
+    return await _tf(request, tfserving.CLASSIFY)
+
+
+async def tf_regress(request: Request) -> Response:
+    """Tells a TF Serving client that this model classifies."""
+    _check_api_key(request)
+    _plane(request).check_name(request.path_params["name"])
+    raise InvalidInput("this model is a classifier: use :classify or :predict", 400)
+
+
+# -- health, metadata ---------------------------------------------------------------------------
+async def healthz(request: Request) -> Response:
+    return JSONBytes({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    model = _plane(request).ready()
+    return JSONBytes(
+        {
+            "status": "ready",
+            "model": model.name,
+            "version": model.version,
+            "runtime": model.runtime.name,
+        }
+    )
+
+
+async def model_card(request: Request) -> Response:
+    """Metadata, test metrics and confusion matrix of the served version, and every version found."""
+    registry = _plane(request).registry
+    model = registry.current
+    card: dict[str, Any] = {
+        "name": registry.settings.model_name,
+        "ready": model is not None,
+        "version": model.version if model else None,
+        "runtime": model.runtime.name if model else None,
+        "previous_version": registry.previous.version if registry.previous else None,
+        "versions": [
+            {"version": s.version, "state": s.state, "reason": s.reason}
+            for s in registry.statuses()
+        ],
+    }
+    if model is None:
+        card["reason"] = registry.not_ready_reason()
+    else:
+        card["metadata"] = model.metadata.model_dump(mode="json")
+        card["metrics"] = model.report
+        card["threshold"] = model.threshold
+        card["missing_values"] = registry.settings.missing_values
+        card["features"] = [
+            feature.model_dump(exclude_none=True, exclude={"mean", "missing"})
+            for feature in model.metadata.features
+        ]
+    return JSONBytes(card)
+
+
+async def metrics(request: Request) -> Response:
+    body, content_type = get_metrics().render(header(request, b"accept"))
+    return Response(body, media_type=content_type)
+
+
+async def v2_server_metadata(request: Request) -> Response:
+    return JSONBytes(v2.server_metadata(request.app.version))
+
+
+async def v2_server_live(request: Request) -> Response:
+    return JSONBytes({"live": True})
+
+
+async def v2_server_ready(request: Request) -> Response:
+    _plane(request).ready()
+    return JSONBytes({"ready": True})
+
+
+async def v2_model_metadata(request: Request) -> Response:
+    """The inputs and both outputs, and the versions that can be asked for by path."""
+    plane, params = _plane(request), request.path_params
+    model = plane.model(params["name"], params.get("version"))
+    return JSONBytes(v2.model_metadata(params["name"], model, plane.loaded_versions()))
+
+
+async def v2_model_ready(request: Request) -> Response:
+    params = request.path_params
+    _plane(request).model(params["name"], params.get("version"))
+    return JSONBytes({"name": params["name"], "ready": True})
+
+
+async def tf_status(request: Request) -> Response:
+    """Every loaded version of the model (the served one first), each AVAILABLE."""
+    plane, params = _plane(request), request.path_params
+    version = params.get("version")
+    model = plane.model(params["name"], version)
+    others = (
+        [] if version is not None else [v for v in plane.loaded_versions() if v != model.version]
+    )
+    return JSONBytes(tfserving.version_status([model.version, *others]))
+
+
+async def tf_metadata(request: Request) -> Response:
+    """The ``serving_default`` signature: its inputs, outputs ``probabilities`` and ``label``."""
+    params = request.path_params
+    model = _plane(request).model(params["name"], params.get("version"))
+    return JSONBytes(tfserving.model_metadata(params["name"], model))
