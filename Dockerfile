@@ -94,7 +94,7 @@ ENV HOST=0.0.0.0 \
     MODEL_RUNTIME=litert \
     SHUTDOWN_TIMEOUT_SECONDS=8
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 8081
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('PORT', '8000'), timeout=4)"]
 STOPSIGNAL SIGTERM

@@ -8,7 +8,7 @@ EXTRAS ?= serve,train,dev
 export ARTIFACTS_DIR ?= artifacts
 export MODEL_NAME ?= iris
 
-.PHONY: install run train test test-fast lint format bench bench-quality harden clean
+.PHONY: install run train test test-fast lint format proto bench bench-quality harden clean
 
 install: $(STAMP)
 
@@ -40,6 +40,11 @@ lint: install
 format: install
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+## Regenerate the committed gRPC stubs (service/grpc_api/grpc_predict_v2_pb2*.py) from the .proto
+## beside them, with the grpcio-tools of the dev extra (service/grpc_api/_generate.py says how).
+proto: install
+	$(PY) -m service.grpc_api._generate
 
 ## Load benchmark (bench/RESULTS.md): trains the Iris bundle if missing, installs wrk if it can.
 bench: install

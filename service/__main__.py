@@ -20,15 +20,6 @@ from service.observability.logs import log_config
 from service.observability.metrics import MULTIPROC_DIR_ENV, prepare_multiprocess_dir
 from service.settings import Settings
 
-# Of SHUTDOWN_TIMEOUT_SECONDS, what the exit takes after the drain: noticing the signal (uvicorn
-# looks every 0.1 s), a 0.1 s pause, the lifespan shutdown; measured at 0.2-0.3 s.
-EXIT_RESERVE_SECONDS = 1.0
-
-
-def drain_seconds(shutdown_timeout: float) -> float:
-    """How long in-flight requests may run after SIGTERM, so the process is gone in time."""
-    return max(shutdown_timeout - EXIT_RESERVE_SECONDS, shutdown_timeout / 2)
-
 
 def server_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's settings for this service; the benchmark runs its reference apps with these too."""
@@ -41,7 +32,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "log_level": settings.log_level,
         "access_log": False,
         "log_config": log_config(settings.log_level),
-        "timeout_graceful_shutdown": drain_seconds(settings.shutdown_timeout_seconds),
+        "timeout_graceful_shutdown": settings.drain_seconds,
         "server_header": False,
         # With WORKERS > 1 a worker answers the supervisor's pings only once it has imported the
         # app; on a busy machine that takes longer than uvicorn's 5 s and the worker is killed.

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
+import threading
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -65,12 +67,15 @@ def _lifespan(settings: Settings, observed: bool, admission: Admission):
         )
         await asyncio.to_thread(registry.load_initial)
         app.state.registry = registry
+        grpc_server = await _start_grpc(app.state.plane, app.version)
         watcher = None
         if settings.poll_seconds > 0:  # a pinned version is loaded once it appears
             watcher = asyncio.create_task(registry.watch())
         try:
             yield {}
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(settings.drain_seconds)
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -80,6 +85,31 @@ def _lifespan(settings: Settings, observed: bool, admission: Admission):
                 events.close()
 
     return lifespan
+
+
+async def _start_grpc(plane: DataPlane, version: str) -> Any:
+    """The gRPC server on GRPC_PORT (None when 0), draining from the moment SIGTERM arrives.
+
+    uvicorn drains HTTP connections first and runs the lifespan shutdown after; gRPC calls
+    drain at the same time, through a SIGTERM handler chained before uvicorn's (installed
+    only in the main thread, where signals are delivered: not under a test client)."""
+    if not plane.settings.grpc_port:
+        return None
+    from service.grpc_api.server import GrpcServer  # grpcio is imported only when it is used
+
+    server = GrpcServer(plane, version)
+    await server.start()
+    if threading.current_thread() is threading.main_thread():
+        loop = asyncio.get_running_loop()
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            loop.call_soon_threadsafe(server.begin_drain, plane.settings.drain_seconds)
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+    return server
 
 
 def _openapi_for_model(app: FastAPI, base: Any) -> Any:

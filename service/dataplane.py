@@ -57,7 +57,13 @@ class Codec(Protocol, Generic[RequestT, DecodedT, AnswerT]):
 
 
 class Sink(Protocol):
-    """Where the data plane reports what it did (the service's metrics; nothing in benches)."""
+    """Where the data plane and the transports report what they did (the service's metrics;
+    nothing in benches)."""
+
+    overload: Any  # 503s by reason (concurrency, timeout)
+
+    def prediction_started(self) -> None: ...
+    def prediction_ended(self) -> None: ...
 
     def observe_predictions(
         self, model: LoadedModel, x: np.ndarray, probabilities: np.ndarray

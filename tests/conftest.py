@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# gRPC is on by default (GRPC_PORT=8081); tests that serve it choose a free port themselves.
+os.environ.setdefault("GRPC_PORT", "0")
 
 
 def make_binary_csv(path: Path, rows: int = 120, seed: int = 0) -> Path:

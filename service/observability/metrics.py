@@ -72,7 +72,8 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "http_predictions_in_flight",
-            "Prediction requests being answered now (MAX_CONCURRENCY caps it per worker).",
+            "Prediction requests being answered now, HTTP and gRPC (MAX_CONCURRENCY caps it per "
+            "worker).",
             registry=registry,
             multiprocess_mode="livesum",
         )
@@ -134,6 +135,20 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.grpc_requests = counter(
+            "grpc_requests",
+            "gRPC calls answered, by method and status code.",
+            ["method", "code"],
+            registry=registry,
+        )
+        self.grpc_latency = histogram(
+            "grpc_request_duration_seconds",
+            "Time from a gRPC call's arrival to its answer, by method and status code.",
+            ["method", "code"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self._grpc: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._inference: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         # The last model's class keys and feature names, and their counters.
@@ -163,6 +178,15 @@ class Metrics:
             labels = (route, method, str(status))
             children = (self.requests.labels(*labels), self.latency.labels(*labels))
             self._http[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_grpc(self, method: str, code: str, seconds: float) -> None:
+        key = (method, code)
+        children = self._grpc.get(key)
+        if children is None:
+            children = (self.grpc_requests.labels(*key), self.grpc_latency.labels(*key))
+            self._grpc[key] = children
         children[0].inc()
         children[1].observe(seconds)
 

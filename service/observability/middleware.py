@@ -41,6 +41,13 @@ UNMATCHED_ROUTE = "unmatched"
 _DEADLINE_SLACK = 0.001
 
 
+def new_request_id(given: str | None) -> str:
+    """``given`` (a gRPC call's ``x-request-id``) when it is safe to log and echo, else a new one."""
+    if given is not None and given.isascii() and _VALID_REQUEST_ID(given.encode()):
+        return given
+    return os.urandom(16).hex()
+
+
 def request_id(headers: list[tuple[bytes, bytes]]) -> str:
     """The client's ``X-Request-ID`` when it is safe to log and echo, else a new random one."""
     for name, value in headers:

@@ -49,5 +49,7 @@ def test_structure() -> None:
     assert "COPY --from=serve-venv /opt/venv /opt/venv" in serve
     assert "COPY --from=train /app/artifacts /app/artifacts" in serve
     assert re.search(r'^CMD \["python", "-m", "service"\]$', serve, re.MULTILINE)
+    # HTTP (PORT) and the Open Inference Protocol over gRPC (GRPC_PORT).
+    assert re.findall(r"^EXPOSE (.*)$", serve, re.MULTILINE) == ["8000 8081"]
     assert re.search(r"^HEALTHCHECK .*\n?.*CMD \[\"python\"", serve, re.MULTILINE)
     assert "curl" not in text

@@ -230,3 +230,40 @@ def test_service_hpa_and_pdb_target_the_serving_pods(base: dict[str, dict[str, A
     pdb = base["PodDisruptionBudget"]["spec"]
     assert pdb["selector"]["matchLabels"].items() <= labels.items()
     assert pdb["minAvailable"] < hpa["minReplicas"]  # a node drain can always proceed
+
+
+def test_grpc_port_is_exposed_and_routed(base: dict[str, dict[str, Any]]) -> None:
+    """The pod declares the gRPC port the server listens on (GRPC_PORT), and the Service routes
+    it by name, marked as gRPC for meshes and gateways."""
+    container = only_container(base["Deployment"]["spec"]["template"]["spec"])
+    ports = {port["name"]: port for port in container["ports"]}
+    assert ports["grpc"] == {"name": "grpc", "containerPort": 8081, "protocol": "TCP"}
+    assert int(env_of(container)["GRPC_PORT"]) == ports["grpc"]["containerPort"]
+    assert ports["http"]["containerPort"] == int(env_of(container)["PORT"])
+    routed = {port["name"]: port for port in base["Service"]["spec"]["ports"]}
+    assert routed["grpc"]["targetPort"] == "grpc"
+    assert routed["grpc"]["appProtocol"] == "grpc"
+    assert routed["grpc"]["protocol"] == "TCP"
+    assert routed["http"]["targetPort"] == "http"
+    assert len({port["port"] for port in routed.values()}) == len(routed)
+
+
+def test_the_commented_grpc_probe_alternative_validates(
+    base: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """deployment.yaml shows a grpc: readiness probe in a comment; as written there, it is a
+    valid probe on the gRPC port."""
+    text = (K8S / "deployment.yaml").read_text()
+    block = re.search(r"^( +)#   readinessProbe:\n((?:\1#     .*\n)+)", text, re.MULTILINE)
+    assert block, "the commented grpc probe is gone"
+    indent = block.group(1)
+    probe_text = "".join(line[len(indent) + 3 :] + "\n" for line in block.group(0).splitlines())
+    probe = yaml.safe_load(probe_text)["readinessProbe"]
+    container = only_container(base["Deployment"]["spec"]["template"]["spec"])
+    grpc_port = {p["name"]: p["containerPort"] for p in container["ports"]}["grpc"]
+    assert probe["grpc"] == {"port": grpc_port, "service": ""}
+    deployment = yaml.safe_load(yaml.safe_dump(base["Deployment"]))
+    only_container(deployment["spec"]["template"]["spec"])["readinessProbe"] = probe
+    (tmp_path / "deployment.yaml").write_text(yaml.safe_dump(deployment))
+    result = kubernetes_validate(tmp_path / "deployment.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
