@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 import anyio
 import numpy as np
@@ -20,6 +20,9 @@ from service.model import LoadedModel
 from service.observability.logs import note_model_version
 from service.registry import Registry
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.observability.metrics import Metrics
 
 # Requests of this many bytes or more are decoded and encoded on a worker thread, so the event
 # loop keeps serving others while a large body is parsed.
@@ -47,28 +50,11 @@ class Codec(Protocol, Generic[RequestT, DecodedT, AnswerT]):
     # protocols (V2, TF Serving) answer 400, as their reference servers do.
     invalid_status: ClassVar[int]
 
-    def decode(self, request: RequestT, model: LoadedModel, max_rows: int) -> DecodedT:
-        """The request read against ``model``; the result has the feature matrix as ``x``."""
-        ...
+    def decode(self, request: RequestT, model: LoadedModel, max_rows: int) -> DecodedT: ...
 
     def encode(
         self, request: RequestT, model: LoadedModel, decoded: DecodedT, probabilities: np.ndarray
     ) -> AnswerT: ...
-
-
-class Sink(Protocol):
-    """Where the data plane and the transports report what they did (the service's metrics;
-    nothing in benches)."""
-
-    overload: Any  # 503s by reason (concurrency, timeout)
-
-    def prediction_started(self) -> None: ...
-    def prediction_ended(self) -> None: ...
-
-    def observe_predictions(
-        self, model: LoadedModel, x: np.ndarray, probabilities: np.ndarray
-    ) -> None: ...
-    def observe_inference(self, protocol: str, status: int, seconds: float) -> None: ...
 
 
 class Admission:
@@ -85,7 +71,7 @@ class DataPlane:
     """The one core every protocol's endpoints call."""
 
     def __init__(
-        self, registry: Registry, settings: Settings, sink: Sink | None, admission: Admission
+        self, registry: Registry, settings: Settings, sink: Metrics | None, admission: Admission
     ) -> None:
         self.registry = registry
         self.settings = settings

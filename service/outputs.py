@@ -65,17 +65,6 @@ def _outside_rows(model: LoadedModel, x: np.ndarray) -> dict[int, list[str]]:
     return out
 
 
-def out_of_range_features(model: LoadedModel, x: np.ndarray) -> list[list[str]]:
-    """For each row, the names of the features outside the training range."""
-    mask = (x < model.feature_min) | (x > model.feature_max)
-    out: list[list[str]] = [[] for _ in range(len(x))]
-    rows, cols = np.nonzero(mask)
-    names = model.feature_names
-    for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
-        out[i].append(names[j])
-    return out
-
-
 def with_notes(warnings: list[list[str]], notes: Notes | None) -> list[list[str]]:
     """Each row's reading warnings (blanks, unseen categories) before its range warnings."""
     if notes:

@@ -54,128 +54,60 @@ class Operation:
     docs: dict[str, Any] = field(default_factory=dict)  # any other add_api_route argument
 
 
-V2 = "open inference protocol (v2)"
-TF = "tensorflow serving"
+V2, TF = "open inference protocol (v2)", "tensorflow serving"
 _V2_MODEL = ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")
 _TF_MODEL = ("/v1/models/{name}", "/v1/models/{name}/versions/{version}")
 _TF_GET = ("/v1/models/{name:segment}", "/v1/models/{name:segment}/versions/{version:segment}")
-_STANDARD_POST = {"responses": schemas.STANDARD_ERRORS}
 _LOOKUP = {"responses": schemas.LOOKUP_ERRORS}
+_NOT_READY = {503: {"model": schemas.ErrorResponse, "description": "no verified model is loaded"}}
 
+
+def _post(body: dict[str, Any], responses: dict[Any, Any] = schemas.STANDARD_ERRORS) -> dict:
+    return {"responses": responses, "openapi_extra": {"requestBody": body}}
+
+
+# fmt: off
 OPERATIONS = [
-    Operation(
-        ("/predict",),
-        e.predict,
-        "POST",
-        "predict",
-        "Predict labels and per-class probabilities",
-        hot=True,
-        docs={
-            "response_model": schemas.PredictResponse,
-            "responses": {
-                **schemas.ERROR_RESPONSES,
-                200: {"content": {"text/csv": {}}, "description": "predictions"},
-            },
-            "openapi_extra": {"requestBody": schemas.PREDICT_BODY},
-        },
-    ),
-    Operation(
-        ("/healthz",),
-        e.healthz,
-        summary="Liveness: the process answers",
-        docs={"response_model": schemas.HealthResponse},
-    ),
-    Operation(
-        ("/readyz",),
-        e.readyz,
-        summary="Readiness: a verified model is loaded",
-        docs={
-            "response_model": schemas.ReadyResponse,
-            "responses": {
-                503: {"model": schemas.ErrorResponse, "description": "no verified model is loaded"}
-            },
-        },
-    ),
-    Operation(
-        ("/model",), e.model_card, summary="The model card: metadata, test metrics, versions"
-    ),
-    Operation(
-        ("/metrics",),
-        e.metrics,
-        summary="Prometheus metrics: requests, latency, predictions, batches, model version",
-        docs={
-            "response_class": Response,
-            "responses": {
-                200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}
-            },
-        },
-    ),
-    # -- the Open Inference Protocol (V2) ----------------------------------------------------
+    Operation(("/predict",), e.predict, "POST", "predict",
+              "Predict labels and per-class probabilities", hot=True,
+              docs={"response_model": schemas.PredictResponse, **_post(schemas.PREDICT_BODY, {
+                  **schemas.ERROR_RESPONSES,
+                  200: {"content": {"text/csv": {}}, "description": "predictions"}})}),
+    Operation(("/healthz",), e.healthz, summary="Liveness: the process answers",
+              docs={"response_model": schemas.HealthResponse}),
+    Operation(("/readyz",), e.readyz, summary="Readiness: a verified model is loaded",
+              docs={"response_model": schemas.ReadyResponse, "responses": _NOT_READY}),
+    Operation(("/model",), e.model_card, summary="The model card: metadata, test metrics, versions"),
+    Operation(("/metrics",), e.metrics,
+              summary="Prometheus metrics: requests, latency, predictions, batches, model version",
+              docs={"response_class": Response, "responses": {
+                  200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}}}),
+    # The Open Inference Protocol (V2)
     Operation(("/v2",), e.v2_server_metadata, tag=V2, summary="Server metadata"),
     Operation(("/v2/health/live",), e.v2_server_live, tag=V2, summary="Server liveness"),
-    Operation(
-        ("/v2/health/ready",),
-        e.v2_server_ready,
-        tag=V2,
-        summary="Server readiness: a verified model is loaded",
-        docs={"responses": {503: schemas.STANDARD_ERRORS[503]}},
-    ),
+    Operation(("/v2/health/ready",), e.v2_server_ready, tag=V2,
+              summary="Server readiness: a verified model is loaded",
+              docs={"responses": {503: schemas.STANDARD_ERRORS[503]}}),
     Operation(_V2_MODEL, e.v2_model_metadata, tag=V2, summary="Model metadata", docs=_LOOKUP),
-    Operation(
-        tuple(f"{p}/ready" for p in _V2_MODEL),
-        e.v2_model_ready,
-        tag=V2,
-        summary="Model readiness",
-        docs=_LOOKUP,
-    ),
-    Operation(
-        tuple(f"{p}/infer" for p in _V2_MODEL),
-        e.v2_infer,
-        "POST",
-        V2,
-        "Inference: probabilities and decoded labels",
-        hot=True,
-        docs={
-            "responses": schemas.V2_INFER_RESPONSES,
-            "openapi_extra": {"requestBody": schemas.V2_INFER_BODY},
-        },
-    ),
-    # -- TensorFlow Serving REST -------------------------------------------------------------
+    Operation(tuple(f"{p}/ready" for p in _V2_MODEL), e.v2_model_ready, tag=V2,
+              summary="Model readiness", docs=_LOOKUP),
+    Operation(tuple(f"{p}/infer" for p in _V2_MODEL), e.v2_infer, "POST", V2,
+              "Inference: probabilities and decoded labels", hot=True,
+              docs=_post(schemas.V2_INFER_BODY, schemas.V2_INFER_RESPONSES)),
+    # TensorFlow Serving REST
     Operation(_TF_GET, e.tf_status, tag=TF, summary="Model status", docs=_LOOKUP),
-    Operation(
-        tuple(f"{p}/metadata" for p in _TF_GET),
-        e.tf_metadata,
-        tag=TF,
-        summary="Model metadata",
-        docs=_LOOKUP,
-    ),
-    Operation(
-        tuple(f"{p}:predict" for p in _TF_MODEL),
-        e.tf_predict,
-        "POST",
-        TF,
-        "Predict (row or columnar format)",
-        hot=True,
-        docs={**_STANDARD_POST, "openapi_extra": {"requestBody": schemas.TF_PREDICT_BODY}},
-    ),
-    Operation(
-        tuple(f"{p}:classify" for p in _TF_MODEL),
-        e.tf_classify,
-        "POST",
-        TF,
-        "Classify examples: every class with its score",
-        hot=True,
-        docs={**_STANDARD_POST, "openapi_extra": {"requestBody": schemas.TF_CLASSIFY_BODY}},
-    ),
+    Operation(tuple(f"{p}/metadata" for p in _TF_GET), e.tf_metadata, tag=TF,
+              summary="Model metadata", docs=_LOOKUP),
+    Operation(tuple(f"{p}:predict" for p in _TF_MODEL), e.tf_predict, "POST", TF,
+              "Predict (row or columnar format)", hot=True, docs=_post(schemas.TF_PREDICT_BODY)),
+    Operation(tuple(f"{p}:classify" for p in _TF_MODEL), e.tf_classify, "POST", TF,
+              "Classify examples: every class with its score", hot=True,
+              docs=_post(schemas.TF_CLASSIFY_BODY)),
     # Not in the OpenAPI document: it only tells a TF Serving client that this model classifies.
-    Operation(
-        ("/v1/models/{name}:regress",),
-        e.tf_regress,
-        "POST",
-        TF,
-        docs={**_STANDARD_POST, "include_in_schema": False},
-    ),
+    Operation(("/v1/models/{name}:regress",), e.tf_regress, "POST", TF,
+              docs={"responses": schemas.STANDARD_ERRORS, "include_in_schema": False}),
 ]
+# fmt: on
 
 
 def _path_parameters(path: str) -> list[dict[str, Any]]:

@@ -127,7 +127,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.settings: Settings = plane.settings
         self.server_version = server_version
         self.access_log = AccessLog()
-        self.sink: Any = plane.sink
+        self.sink = plane.sink
         admission = plane.admission
         self._busy = Overloaded(
             f"{admission.limit} prediction requests are in flight (MAX_CONCURRENCY); retry shortly"
