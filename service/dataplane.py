@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
-import anyio
 import numpy as np
+from anyio.to_thread import run_sync as to_thread
 
 from service.errors import InvalidInput, NotFound, ServiceError
 from service.model import LoadedModel
@@ -124,44 +124,32 @@ class DataPlane:
         """Look the model up, decode, predict and encode; ``size`` (bytes) decides whether
         decoding and encoding run on a worker thread. One version answers the whole request."""
         started = time.perf_counter()
+        status = 500  # a bug, unless an answer or a ServiceError says otherwise
         try:
-            answer = await self._infer(codec, request, name, version, size)
-        except ServiceError as exc:
-            self._observe(codec.protocol, exc.status_code, started)
-            raise
-        except Exception:
-            self._observe(codec.protocol, 500, started)
-            raise
-        self._observe(codec.protocol, 200, started)
-        return answer
-
-    async def _infer(
-        self,
-        codec: Codec[RequestT, Any, AnswerT],
-        request: RequestT,
-        name: str | None,
-        version: str | None,
-        size: int,
-    ) -> AnswerT:
-        model = self.model(name, version)
-        big = size >= OFFLOAD_BYTES
-        try:
+            model = self.model(name, version)
+            big = size >= OFFLOAD_BYTES
+            try:
+                if big:
+                    decoded = await to_thread(codec.decode, request, model, self.max_rows)
+                else:
+                    decoded = codec.decode(request, model, self.max_rows)
+                probabilities = await self.predict(model, decoded.x)
+            except InvalidInput as exc:
+                if exc.status_code == 422 and codec.invalid_status != 422:
+                    raise InvalidInput(exc.message, codec.invalid_status) from None
+                raise
             if big:
-                decoded = await anyio.to_thread.run_sync(
-                    codec.decode, request, model, self.max_rows
-                )
+                answer = await to_thread(codec.encode, request, model, decoded, probabilities)
             else:
-                decoded = codec.decode(request, model, self.max_rows)
-            probabilities = await self.predict(model, decoded.x)
-        except InvalidInput as exc:
-            if exc.status_code == 422 and codec.invalid_status != 422:
-                raise InvalidInput(exc.message, codec.invalid_status) from None
+                answer = codec.encode(request, model, decoded, probabilities)
+            status = 200
+            return answer
+        except ServiceError as exc:
+            status = exc.status_code
             raise
-        if big:
-            return await anyio.to_thread.run_sync(
-                codec.encode, request, model, decoded, probabilities
-            )
-        return codec.encode(request, model, decoded, probabilities)
+        finally:
+            if self.sink is not None:
+                self.sink.observe_inference(codec.protocol, status, time.perf_counter() - started)
 
     async def predict(self, model: LoadedModel, x: np.ndarray) -> np.ndarray:
         """Probabilities for a validated matrix, counted by label and out-of-range feature."""
@@ -170,7 +158,3 @@ class DataPlane:
         if self.sink is not None:
             self.sink.observe_predictions(model, x, probabilities)
         return probabilities
-
-    def _observe(self, protocol: str, status: int, started: float) -> None:
-        if self.sink is not None:
-            self.sink.observe_inference(protocol, status, time.perf_counter() - started)
