@@ -46,12 +46,17 @@ format: install
 proto: install
 	$(PY) -m service.grpc_api._generate
 
-## Load benchmark (bench/RESULTS.md): trains the Iris bundle if missing, installs wrk if it can.
+## Load benchmark (bench/RESULTS.md): trains the Iris bundle if missing, installs wrk and h2load
+## (nghttp2-client, for gRPC) if it can.
 bench: install
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 		&& { apt-get install -y -qq wrk >/dev/null 2>&1 \
 		|| { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk >/dev/null 2>&1; }; }; } \
 		|| echo "wrk not installed: the benchmark uses its slower asyncio client"
+	@command -v h2load >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& { apt-get install -y -qq nghttp2-client >/dev/null 2>&1 \
+		|| { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq nghttp2-client >/dev/null 2>&1; }; }; } \
+		|| echo "h2load not installed: the gRPC loads use the slower Python client (bench/grpc_load.py)"
 	$(PY) -m bench
 
 ## Held-out quality on real tables with text and blanks, against HistGradientBoosting

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 from collections.abc import Sequence
@@ -34,7 +35,8 @@ PACKAGES = [
 
 @dataclass(frozen=True)
 class Goal:
-    """A goal of issue 6: a figure of one server, or its ratio to another's, and its bound."""
+    """A goal: a figure of one server, or its ratio to another figure (of another server, or of
+    the same one), and its bound."""
 
     text: str
     target: str
@@ -43,6 +45,12 @@ class Goal:
     higher: bool  # True: the figure must be at least the bound; False: at most
     versus: str | None = None  # the server in the ratio's denominator
     context: bool = False  # shown to explain a goal, not a goal itself
+    versus_figure: str | None = None  # the denominator's figure, when not ``figure``
+    grpc_vs_rest: bool = False  # compares h2load's figures with wrk's: both must have run
+
+    @property
+    def ratio(self) -> bool:
+        return self.versus is not None or self.versus_figure is not None
 
 
 GOALS = [
@@ -112,7 +120,45 @@ GOALS = [
         "(3 against the tutorial's model.predict per request)",
         "keras", "rps_c32", 10.0, higher=True, versus="tutorial", context=True,
     ),
+    Goal(
+        "13a. V2 REST req/s >= 0.8x /predict's (one server, 32 connections, one row a request)",
+        "litert", "rps_v2", 0.80, higher=True, versus_figure="rps_predict",
+    ),
+    Goal(
+        "13b. TF Serving REST req/s >= 0.8x /predict's",
+        "litert", "rps_tfserving", 0.80, higher=True, versus_figure="rps_predict",
+    ),
+    Goal(
+        "13c. gRPC ModelInfer req/s >= 0.8x V2 REST's (32 calls in flight)",
+        "litert", "rps_grpc", 0.80, higher=True, versus_figure="rps_v2", grpc_vs_rest=True,
+    ),
+    Goal(
+        "13d. gRPC p50 <= V2 REST's",
+        "litert", "p50_grpc", 1.0, higher=False, versus_figure="p50_v2", grpc_vs_rest=True,
+    ),
+    Goal(
+        "(13a as the server's CPU time per request: V2 REST <= 1.25x /predict's)",
+        "litert", "cpu_us_v2", 1.25, higher=False, versus_figure="cpu_us_predict", context=True,
+    ),
+    Goal(
+        "(13b as CPU time per request: TF Serving REST <= 1.25x /predict's)",
+        "litert", "cpu_us_tfserving", 1.25, higher=False, versus_figure="cpu_us_predict",
+        context=True,
+    ),
+    Goal(
+        "(13c as CPU time per request: gRPC <= 1.25x V2 REST's)",
+        "litert", "cpu_us_grpc", 1.25, higher=False, versus_figure="cpu_us_v2", context=True,
+    ),
 ]  # fmt: skip
+
+# The protocol comparison (issue 13): every protocol on the one LiteRT service process.
+PROTOCOL_ROWS = [
+    ("predict", "`POST /predict`"),
+    ("v2", "V2 REST: `POST /v2/models/iris/infer`"),
+    ("tfserving", "TF Serving REST: `POST /v1/models/iris:predict`"),
+    ("grpc", "gRPC: `inference.GRPCInferenceService/ModelInfer`"),
+]
+PROTOCOL_SERVER = "litert"
 
 
 # -- the machine --------------------------------------------------------------------------------
@@ -152,8 +198,8 @@ def machine_basics(packages: Sequence[str] = PACKAGES) -> dict[str, str]:
     }
 
 
-def machine_info(generator: str) -> dict[str, str]:
-    """What the figures were measured on: CPU, memory, versions, load generator, load."""
+def machine_info(generator: str, grpc_generator: str = "h2load") -> dict[str, str]:
+    """What the figures were measured on: CPU, memory, versions, load generators, load."""
     wrk = load.wrk_path()
     if generator == "wrk" and wrk is not None:
         done = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False)
@@ -161,9 +207,21 @@ def machine_info(generator: str) -> dict[str, str]:
         tool = (lines[0].split(" Copyright")[0] if lines else "wrk") + ", one thread"
     else:
         tool = "the asyncio client in bench/load.py (wrk not installed): NOT comparable with wrk"
+    h2load = shutil.which("h2load")
+    if grpc_generator == "h2load" and h2load is not None:
+        done = subprocess.run([h2load, "--version"], capture_output=True, text=True, check=False)
+        version = (done.stdout.strip().splitlines() or ["h2load"])[0]
+        grpc_tool = f"{version}, one thread (bench/grpc_load.py)"
+    else:
+        grpc_tool = (
+            "grpc.aio clients in Python, bench/grpc_load.py (h2load not installed): NOT "
+            "comparable with h2load, nor with wrk"
+        )
     return {
         **machine_basics(),
         "generator": tool,
+        "grpc_generator": grpc_tool,
+        "grpc_comparable": "yes" if grpc_generator == "h2load" and generator == "wrk" else "",
         "load_before": loadavg(),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
@@ -184,9 +242,11 @@ def _median(runs: Runs, target: str, key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _ratios(runs: Runs, a: str, b: str, key: str) -> list[float]:
-    """``a / b`` within each run (the servers of one run ran minutes apart, not hours)."""
-    return [r[a][key] / r[b][key] for r in runs if a in r and b in r and r[a].get(key) and r[b].get(key)]  # fmt: skip
+def _ratios(runs: Runs, a: str, b: str, key: str, b_key: str | None = None) -> list[float]:
+    """``a``'s ``key`` over ``b``'s ``b_key`` (default ``key``) within each run (the servers of
+    one run ran minutes apart, not hours)."""
+    b_key = b_key or key
+    return [r[a][key] / r[b][b_key] for r in runs if a in r and b in r and r[a].get(key) and r[b].get(b_key)]  # fmt: skip
 
 
 def _fmt(key: str, value: float | None) -> str:
@@ -225,6 +285,14 @@ def one_line(f: dict[str, Any]) -> str:
         )
     rss = [f.get(k) for k in ("rss_ready", "rss_warm", "rss_end")]
     parts.append("RSS " + "/".join("n/a" if v is None else f"{v:.0f}" for v in rss) + " MB")
+    protocols = [
+        f"{key} {f[f'rps_{key}']:,.0f} req/s p50 {f[f'p50_{key}']:.2f} ms"
+        + (f" {f[f'cpu_us_{key}']:.0f} us CPU/req" if f.get(f"cpu_us_{key}") is not None else "")
+        for key, _ in PROTOCOL_ROWS
+        if f.get(f"rps_{key}") is not None
+    ]
+    if protocols:
+        parts.append("protocols @32: " + "; ".join(protocols))
     if f.get("errors"):
         parts.append(f"{f['errors']} FAILED REQUESTS")
     return ", ".join(parts)
@@ -253,15 +321,17 @@ def _held_back(runs: Runs, keys: list[str]) -> list[str]:
     ]
 
 
-def _goal_row(goal: Goal, runs: Runs, keys: list[str]) -> str:
-    a, b, key = goal.target, goal.versus, goal.figure
+def _goal_row(goal: Goal, runs: Runs, keys: list[str], comparable: bool = True) -> str:
+    a, key = goal.target, goal.figure
+    b = goal.versus or (a if goal.versus_figure else None)
+    b_key = goal.versus_figure or key
     if a not in keys or (b is not None and b not in keys):
         return f"| {goal.text} | not measured | | |"
     if b is None:
         values = [r[a][key] for r in runs if r[a].get(key) is not None]
         shown = [_fmt(key, v) for v in values]
     else:
-        values = _ratios(runs, a, b, key)
+        values = _ratios(runs, a, b, key, b_key)
         shown = [f"{v:.2f}x" for v in values]
     if not values:
         return f"| {goal.text} | n/a | | |"
@@ -269,11 +339,47 @@ def _goal_row(goal: Goal, runs: Runs, keys: list[str]) -> str:
     met = value >= goal.bound if goal.higher else value <= goal.bound
     measured = _fmt(key, value)
     if b is not None:
-        measured = f"{value:.2f}x ({_fmt(key, _median(runs, a, key))} vs {_fmt(key, _median(runs, b, key))})"  # fmt: skip
+        measured = f"{value:.2f}x ({_fmt(key, _median(runs, a, key))} vs {_fmt(b_key, _median(runs, b, b_key))})"  # fmt: skip
     verdict = "yes" if met else "**no**"
     if goal.context:
         verdict = "(yes)" if met else "(no)"
+    if goal.grpc_vs_rest and not comparable:
+        verdict = "not comparable (wrk and h2load are both needed)"
     return f"| {goal.text} | {measured} | {', '.join(shown)} | {verdict} |"
+
+
+def _protocol_table(runs: Runs, keys: list[str]) -> list[str]:
+    """The protocol comparison on one server: medians, and ratios to /predict within runs."""
+    server = PROTOCOL_SERVER
+    if server not in keys or not any(r[server].get("rps_predict") for r in runs):
+        return []
+    out = [
+        "| protocol | req/s | x /predict (req/s) | p50 | p99 | CPU/req | x /predict (CPU/req) "
+        "| CPU busy |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, title in PROTOCOL_ROWS:
+        cells = [_fmt(f"{k}_{key}", _median(runs, server, f"{k}_{key}")) for k in ("rps", "p50", "p99", "cpu_us")]  # fmt: skip
+        rps_ratio = _ratios(runs, server, server, f"rps_{key}", "rps_predict")
+        cpu_ratio = _ratios(runs, server, server, f"cpu_us_{key}", "cpu_us_predict")
+        busy = [
+            r[server][f"rps_{key}"] * r[server][f"cpu_us_{key}"] / 1e6
+            for r in runs
+            if r[server].get(f"rps_{key}") and r[server].get(f"cpu_us_{key}") is not None
+        ]
+        out.append(
+            f"| {title} | {cells[0]} | "
+            + (f"{statistics.median(rps_ratio):.2f}" if rps_ratio else "n/a")
+            + f" | {cells[1]} | {cells[2]} | {cells[3]} | "
+            + (f"{statistics.median(cpu_ratio):.2f}" if cpu_ratio else "n/a")
+            + " | "
+            + (f"{statistics.median(busy):.0%}" if busy else "n/a")
+            + " |"
+        )
+    tools = sorted({r[server]["grpc_tool"] for r in runs if r[server].get("grpc_tool")})
+    if tools:
+        out += ["", f"gRPC load: {'; '.join(tools)}; the REST routes: wrk as above."]
+    return out
 
 
 def _pinning(config: Any) -> str:
@@ -305,6 +411,7 @@ def render(config: Any, machine: dict[str, str], version_dir: Path, runs: Runs, 
         f"- OS: {machine['os']}; Python {machine['python']}",
         f"- Packages: {machine['packages']}",
         f"- Load generator: {machine['generator']}, on the same machine as the servers",
+        f"- gRPC load generator: {machine.get('grpc_generator', 'n/a')}",
         f"- CPUs: {_pinning(config)}",
         f"- Load average (1, 5, 15 min) before: {machine['load_before']}; after: "
         f"{machine.get('load_after', 'n/a')}. Date: {machine['date']}",
@@ -315,12 +422,13 @@ def render(config: Any, machine: dict[str, str], version_dir: Path, runs: Runs, 
         "taken within one run from servers started in turn under identical uvicorn settings, "
         "are the figures to compare.",
         "",
-        "## Goals (issues 6 and 12)",
+        "## Goals (issues 6, 12 and 13)",
         "",
         "| goal | measured (median) | per run | met |",
         "| --- | --- | --- | --- |",
     ]
-    out += [_goal_row(goal, runs, keys) for goal in GOALS]
+    comparable = bool(machine.get("grpc_comparable"))
+    out += [_goal_row(goal, runs, keys, comparable) for goal in GOALS]
     held = _held_back(runs, keys)
     if held:
         out += [
@@ -345,6 +453,14 @@ def render(config: Any, machine: dict[str, str], version_dir: Path, runs: Runs, 
         cells.append(f"{statistics.median(ratio):.2f}" if ratio else "n/a")
         cells += [_fmt(k, _median(runs, key, k)) for k in ("cpu_us_c32", "cold_s", "rss_ready", "rss_warm", "rss_end")]  # fmt: skip
         out.append(f"| {titles[key]} | " + " | ".join(cells) + " |")
+    protocols = _protocol_table(runs, keys)
+    if protocols:
+        out += [
+            "",
+            "## Protocols on one LiteRT service: 32 connections, one Iris row a request (medians)",
+            "",
+            *protocols,
+        ]
     large = [k for k in keys if any("json_rows_s" in r[k] for r in runs)]
     if large:
         out += [
@@ -380,6 +496,19 @@ def render(config: Any, machine: dict[str, str], version_dir: Path, runs: Runs, 
         "machine, since time the server waits for a CPU is not counted.",
         "- Loads: wrk, one thread, keep-alive connections, `POST /predict` with "
         '`{"instances": [[5.1, 3.5, 1.4, 0.2]]}`; every answer must be 2xx.',
+        "- Protocols (goals 13): the `service, LiteRT runtime` process of each run, serving "
+        "gRPC on a free port as well (every service runs gRPC, its default; the reference "
+        "apps do not), after its other loads: `POST /predict` "
+        '`{"instances": [[5.1, 3.5, 1.4, 0.2]]}`, V2 REST `POST /v2/models/iris/infer` '
+        '`{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": '
+        "[[5.1, 3.5, 1.4, 0.2]]}]}` and TF Serving `POST /v1/models/iris:predict` "
+        '`{"instances": [[5.1, 3.5, 1.4, 0.2]]}` with wrk at 32 connections; gRPC '
+        "`ModelInfer` with 32 calls in flight on one HTTP/2 connection (a client channel), the "
+        "row as raw FP32 tensor data as tritonclient.grpc sends it, with h2load "
+        "(`bench/grpc_load.py`; a call whose answer has no message counts as failed). A 1 s "
+        "warm-up load of each with the server's warm-up (before the memory reading), then, "
+        "after every server's `/predict` loads, one measured load of each, in an order "
+        "rotating between runs; ratios are taken within each run.",
         "- Large requests: one keep-alive connection; 10,000 rows drawn inside the training "
         "range; from sending the request to reading the whole answer; median of the repeats; "
         "the answer's row count is checked. Typed rows (goal 12): a second LiteRT service on the "

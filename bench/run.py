@@ -15,14 +15,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 import bundle
-from bench import large, load, report
+from bench import grpc_load, large, load, report
 from bench.servers import HOST, ROOT, Server
 from service.schemas import IRIS_ROW
 
 MODEL = "iris"
 LARGE_ROWS = 10_000
 CONNECTIONS = (1, 32)
+# The protocol comparison: every protocol on the same LiteRT service, one row a request, this
+# many connections (REST) or calls in flight (gRPC, on one HTTP/2 connection as a channel is).
+PROTOCOL_CONNECTIONS = 32
+GRPC_CONNECTIONS = 1
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One way to ask the service for a prediction: a REST route, or gRPC when ``path`` is None
+    (the keys and titles of bench/report.py's PROTOCOL_ROWS)."""
+
+    key: str
+    path: str | None
+
+
+PROTOCOLS = [
+    Protocol("predict", "/predict"),
+    Protocol("v2", f"/v2/models/{MODEL}/infer"),
+    Protocol("tfserving", f"/v1/models/{MODEL}:predict"),
+    Protocol("grpc", None),
+]
+PROTOCOL_TARGET = report.PROTOCOL_SERVER  # the server the protocols are compared on
 
 
 @dataclass(frozen=True)
@@ -34,6 +58,7 @@ class Target:
     module_args: list[str]
     env: dict[str, str] = field(default_factory=dict)
     large: bool = False  # measure the 10,000-row requests (the service only)
+    grpc: bool = True  # the service's app: serve gRPC (its default) on a free port of its own
 
 
 TARGETS = [
@@ -41,6 +66,7 @@ TARGETS = [
         "ceiling",
         "ceiling: FastAPI, parse the body, constant answer",
         ["-m", "bench.serve", "bench.ceiling_app:create_app"],
+        grpc=False,
     ),
     Target(
         "litert", "service, LiteRT runtime", ["-m", "service"], {"MODEL_RUNTIME": "litert"}, True
@@ -80,6 +106,7 @@ TARGETS = [
         "tutorial",
         "tutorial FastAPI service, model.predict per request",
         ["-m", "bench.serve", "bench.tutorial_app:create_app"],
+        grpc=False,
     ),
 ]
 
@@ -91,6 +118,7 @@ class Config:
     warmup: float
     large_repeats: int
     generator: str  # "wrk" or "python"
+    grpc_generator: str  # "h2load" or "python"
     artifacts: Path
     out: Path | None
     smoke: bool
@@ -109,6 +137,13 @@ def parse_args(argv: list[str]) -> Config:
         choices=["auto", "wrk", "python"],
         default="auto",
         help="load generator; auto uses wrk when installed, else a small asyncio client",
+    )
+    parser.add_argument(
+        "--grpc-load",
+        choices=["auto", "h2load", "python"],
+        default="auto",
+        help="gRPC load generator (bench/grpc_load.py); auto uses h2load when installed, else "
+        "grpc.aio clients in Python",
     )
     parser.add_argument(
         "--artifacts",
@@ -136,6 +171,11 @@ def parse_args(argv: list[str]) -> Config:
         generator = args.load
         if generator == "wrk" and load.wrk_path() is None:
             parser.error("wrk is not installed (apt-get install -y wrk)")
+    grpc_generator = args.grpc_load
+    if grpc_generator == "auto":
+        grpc_generator = "h2load" if grpc_load.h2load_path() else "python"
+    elif grpc_generator == "h2load" and grpc_load.h2load_path() is None:
+        parser.error("h2load is not installed (apt-get install -y nghttp2-client)")
     targets = TARGETS
     if args.only:
         keys = args.only.split(",")
@@ -157,6 +197,7 @@ def parse_args(argv: list[str]) -> Config:
         warmup=1.0 if args.smoke else 2.0,
         large_repeats=1 if args.smoke else 9,
         generator=generator,
+        grpc_generator=grpc_generator,
         artifacts=args.artifacts.resolve(),
         out=out,
         smoke=args.smoke,
@@ -215,6 +256,10 @@ class Bodies:
     large_csv: bytes
     typed_json: bytes = b""
     typed_csv: bytes = b""
+    # The same single row in each protocol: REST bodies by protocol key, and the serialized
+    # ModelInferRequest (raw FP32 tensor data, as tritonclient.grpc sends it).
+    protocol: dict[str, bytes] = field(default_factory=dict)
+    grpc_request: bytes = b""
 
 
 def add_typed_bodies(bodies: Bodies, version_dir: Path) -> None:
@@ -229,10 +274,21 @@ def make_bodies(version_dir: Path) -> Bodies:
     rows = large.sample_rows(metadata, LARGE_ROWS)
     names = [f.name for f in metadata.features]
     single = IRIS_ROW if len(names) == len(IRIS_ROW) else [f.mean for f in metadata.features]
+    v2 = {
+        "inputs": [
+            {"name": "features", "shape": [1, len(single)], "datatype": "FP32", "data": [single]}
+        ]
+    }
     return Bodies(
         single=large.json_body([single]),
         large_json=large.json_body(rows),
         large_csv=large.csv_body(names, rows),
+        protocol={
+            "predict": large.json_body([single]),
+            "v2": orjson.dumps(v2),
+            "tfserving": orjson.dumps({"instances": [single]}),
+        },
+        grpc_request=grpc_load.infer_request(MODEL, tuple(single)),
     )
 
 
@@ -261,6 +317,7 @@ def run_once(config: Config, bodies: Bodies, logs: Path, run: int) -> dict[str, 
                 env,
                 logs / f"{target.key}-{run}.log",
                 cpus=None if config.pin is None else config.pin[0],
+                grpc=target.grpc,
             )
             stack.enter_context(server)
             servers[target.key] = server
@@ -269,9 +326,13 @@ def run_once(config: Config, bodies: Bodies, logs: Path, run: int) -> dict[str, 
             _say(
                 f"run {run + 1}/{config.runs}: {target.key} ready in {figures[target.key]['cold_s']:.2f} s"
             )
+        protocols: ProtocolLoads | None = None
         for target in order:
             server = servers[target.key]
             runner(server.url + "/predict", bodies.single, "application/json", 32, config.warmup)
+            if target.key == PROTOCOL_TARGET:  # every protocol before the memory reading too
+                protocols = ProtocolLoads(config, bodies, server)
+                figures[target.key]["errors"] += protocols.warm_up()
             if target.large:  # one of each before the memory reading: it measures growth only
                 for _, body, headers in big:
                     large.time_requests(HOST, server.port, body, headers, 1, LARGE_ROWS)
@@ -299,6 +360,8 @@ def run_once(config: Config, bodies: Bodies, logs: Path, run: int) -> dict[str, 
                     f"run {run + 1}/{config.runs}: {target.key} @{connections}: "
                     f"{result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms"
                 )
+        if protocols is not None:  # after the other loads: they are compared among themselves
+            protocols.measure(run, figures[PROTOCOL_TARGET])
         for target in order:
             server = servers[target.key]
             if target.large:
@@ -315,7 +378,8 @@ def run_once(config: Config, bodies: Bodies, logs: Path, run: int) -> dict[str, 
             "MODEL_RUNTIME": "litert",
         }
         cpus = None if config.pin is None else config.pin[0]
-        with Server(["-m", "service"], env, logs / f"typed-{run}.log", cpus=cpus) as server:
+        typed_log = logs / f"typed-{run}.log"
+        with Server(["-m", "service"], env, typed_log, cpus=cpus, grpc=True) as server:
             server.wait_ready()
             typed = [
                 ("typed_json", bodies.typed_json, {"Content-Type": "application/json"}),
@@ -332,6 +396,77 @@ def run_once(config: Config, bodies: Bodies, logs: Path, run: int) -> dict[str, 
     for target in config.targets:
         _say(f"run {run + 1}/{config.runs}: {target.key}: {report.one_line(figures[target.key])}")
     return {t.key: figures[t.key] for t in config.targets}
+
+
+class ProtocolLoads:
+    """Every protocol on one server process, one Iris row a request at 32 connections (REST)
+    or 32 calls in flight (gRPC): requests/s, latency and the server's CPU time per request."""
+
+    def __init__(self, config: Config, bodies: Bodies, server: Server) -> None:
+        if server.grpc_target is None:
+            raise RuntimeError("the protocol comparison needs the server to serve gRPC")
+        self.config = config
+        self.bodies = bodies
+        self.server = server
+        self.grpc_target = server.grpc_target
+        self.rest: Callable[..., load.LoadResult] = (
+            load.run_wrk if config.generator == "wrk" else load.run_python
+        )
+        # One call through grpcio: the answer must be right, and its size tells h2load's
+        # failed calls (trailers only) from answered ones.
+        self.grpc_answer = grpc_load.check_call(self.grpc_target, bodies.grpc_request, None)
+
+    def load(self, protocol: Protocol, seconds: float) -> tuple[load.LoadResult, str]:
+        """One load; the gRPC load generator's description ("" for REST)."""
+        if protocol.path is not None:
+            body = self.bodies.protocol[protocol.key]
+            url = self.server.url + protocol.path
+            return self.rest(url, body, "application/json", PROTOCOL_CONNECTIONS, seconds), ""
+        request = self.bodies.grpc_request
+        if self.config.grpc_generator == "h2load":
+            done = grpc_load.run_h2load(
+                self.grpc_target,
+                request,
+                self.grpc_answer,
+                PROTOCOL_CONNECTIONS,
+                GRPC_CONNECTIONS,
+                seconds,
+                warm_up=0,  # warm_up() below
+            )
+        else:
+            done = grpc_load.run_python(
+                self.grpc_target, request, PROTOCOL_CONNECTIONS, GRPC_CONNECTIONS, seconds
+            )
+        tool = (
+            f"{done.tool}, {done.concurrency} calls in flight on {done.connections} connection(s)"
+        )
+        return done.result, tool
+
+    def warm_up(self) -> int:
+        """A short load of each protocol (first answers, gRPC's buffers): failed requests."""
+        return sum(self.load(p, min(self.config.warmup, 1.0))[0].errors for p in PROTOCOLS)
+
+    def measure(self, run: int, figures: dict[str, Any]) -> None:
+        """One load of each protocol, in an order that rotates from run to run."""
+        shift = run % len(PROTOCOLS)
+        for protocol in PROTOCOLS[shift:] + PROTOCOLS[:shift]:
+            key = protocol.key
+            cpu_before = self.server.cpu_seconds()
+            result, tool = self.load(protocol, self.config.seconds)
+            cpu_after = self.server.cpu_seconds()
+            if cpu_before is not None and cpu_after is not None and result.requests:
+                figures[f"cpu_us_{key}"] = (cpu_after - cpu_before) / result.requests * 1e6
+            figures[f"rps_{key}"] = result.rps
+            figures[f"p50_{key}"] = result.p50_ms
+            figures[f"p99_{key}"] = result.p99_ms
+            figures["errors"] += result.errors
+            if tool:
+                figures["grpc_tool"] = tool
+            _say(
+                f"run {run + 1}/{self.config.runs}: {PROTOCOL_TARGET} {key} "
+                f"@{PROTOCOL_CONNECTIONS}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms"
+                + (f" ({result.errors} FAILED)" if result.errors else "")
+            )
 
 
 def _say(text: str) -> None:
@@ -354,7 +489,13 @@ def main(argv: list[str] | None = None) -> int:
     if config.generator == "python":
         _say("load generator: the asyncio client (wrk not installed, or --load python);")
         _say("its figures are far below wrk's and not comparable with them")
-    machine = report.machine_info(config.generator)
+    if any(t.key == PROTOCOL_TARGET for t in config.targets):
+        if config.grpc_generator == "h2load":
+            _say("gRPC load generator: h2load (bench/grpc_load.py)")
+        else:
+            _say("gRPC load generator: grpc.aio clients in Python (h2load not installed, or ")
+            _say("--grpc-load python); its figures are far below h2load's, not comparable")
+    machine = report.machine_info(config.generator, config.grpc_generator)
     started = time.monotonic()
     runs: list[dict[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="bench-logs-") as tmp:

@@ -21,14 +21,23 @@ HOST = "127.0.0.1"
 _SERVICE_ENV = {name.upper() for name in Settings.model_fields}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+def free_port(taken: tuple[int, ...] = ()) -> int:
+    """A port nothing listens on now (none of ``taken``)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind((HOST, 0))
+            port = sock.getsockname()[1]
+        if port not in taken:
+            return port
 
 
 class Server:
-    """One server process (``python -m ...``) on a free loopback port, always stopped on exit."""
+    """One server process (``python -m ...``) on a free loopback port, always stopped on exit.
+
+    The service serves gRPC too (GRPC_PORT, default 8081): ``grpc=True`` gives it a free port of
+    its own (``grpc_target``), so that servers running side by side never ask for the same one;
+    ``grpc=False`` sets GRPC_PORT=0 (off). Apps other than the service ignore it.
+    """
 
     def __init__(
         self,
@@ -36,9 +45,12 @@ class Server:
         env: dict[str, str],
         log_path: Path,
         cpus: set[int] | None = None,
+        grpc: bool = False,
     ) -> None:
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
+        self.grpc_port = free_port(taken=(self.port,)) if grpc else 0
+        self.grpc_target = f"{HOST}:{self.grpc_port}" if grpc else None
         self.module_args = module_args
         self.env = {k: v for k, v in os.environ.items() if k.upper() not in _SERVICE_ENV}
         self.env.update(
@@ -46,6 +58,7 @@ class Server:
                 "HOST": HOST,
                 "PORT": str(self.port),
                 "WORKERS": "1",
+                "GRPC_PORT": str(self.grpc_port),
                 "TF_CPP_MIN_LOG_LEVEL": "3",
                 **env,
             }

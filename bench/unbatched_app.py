@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from fastapi import FastAPI
 
-import service.model
+import service.registry
 from service.app import create_app as create_service_app
 from service.runtimes.keras import KerasRuntime
 
@@ -51,7 +51,8 @@ class OnePerRequest:
 
 def create_app() -> FastAPI:
     """The service (Keras runtime expected: ``MODEL_RUNTIME=keras``) without batching."""
-    service.model.AdaptiveBatcher = OnePerRequest  # type: ignore[misc,assignment]
+    # The registry gives each Keras model its batcher (Registry._batcher): replace it there.
+    service.registry.AdaptiveBatcher = OnePerRequest  # type: ignore[misc,assignment]
     return create_service_app()
 
 
