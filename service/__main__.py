@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from types import FrameType
@@ -88,8 +89,33 @@ def freeze_imports(modules: list[str], workers: int = 1) -> None:
     gc.freeze()
 
 
+def grpc_port_problem(settings: Settings) -> str | None:
+    """Why GRPC_PORT cannot be had (another program listens on it), or None.
+
+    Checked once, before any worker starts: workers share the port (SO_REUSEPORT), so a worker's
+    own bind would also succeed beside another program that set SO_REUSEPORT."""
+    host, port = settings.host, settings.grpc_port
+    if not port:
+        return None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            return (
+                f"cannot listen for gRPC on {host}:{port} ({exc.strerror}); set GRPC_PORT to a "
+                "free port, or 0 to turn gRPC off"
+            )
+    return None
+
+
 def main() -> int:
     settings = Settings()
+    problem = grpc_port_problem(settings)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     made = _metrics_dir(settings)
     freeze_imports(["service.app", *runtime_modules(settings)], settings.workers)
     signal.signal(signal.SIGTERM, _exit_cleanly)

@@ -65,13 +65,13 @@ def _lifespan(settings: Settings, observed: bool, admission: Admission):
         app.state.plane = DataPlane(
             registry, settings, get_metrics() if observed else None, admission
         )
-        await asyncio.to_thread(registry.load_initial)
-        app.state.registry = registry
-        grpc_server = await _start_grpc(app.state.plane, app.version)
-        watcher = None
-        if settings.poll_seconds > 0:  # a pinned version is loaded once it appears
-            watcher = asyncio.create_task(registry.watch())
+        grpc_server = watcher = None
         try:
+            await asyncio.to_thread(registry.load_initial)
+            app.state.registry = registry
+            grpc_server = await _start_grpc(app.state.plane, app.version)
+            if settings.poll_seconds > 0:  # a pinned version is loaded once it appears
+                watcher = asyncio.create_task(registry.watch())
             yield {}
         finally:
             if grpc_server is not None:
@@ -107,8 +107,17 @@ async def _start_grpc(plane: DataPlane, version: str) -> Any:
             loop.call_soon_threadsafe(server.begin_drain, plane.settings.drain_seconds)
             if callable(previous):
                 previous(signum, frame)
+            elif previous == signal.SIG_DFL:  # no server handles it: end as the signal would
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.raise_signal(signal.SIGTERM)
 
         signal.signal(signal.SIGTERM, on_sigterm)
+
+        def restore() -> None:
+            if signal.getsignal(signal.SIGTERM) is on_sigterm:
+                signal.signal(signal.SIGTERM, previous)
+
+        server.on_stop = restore
     return server
 
 

@@ -8,8 +8,8 @@ feature matrix and writes the probabilities back in its own format; each transpo
 
 from __future__ import annotations
 
+import asyncio
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -31,15 +31,6 @@ OFFLOAD_BYTES = 64 * 1024
 RequestT = TypeVar("RequestT", contravariant=True)
 DecodedT = TypeVar("DecodedT")
 AnswerT = TypeVar("AnswerT", covariant=True)
-
-
-@dataclass(slots=True)
-class Answer:
-    """A REST codec's answer: the body, its media type and any header the protocol defines."""
-
-    body: bytes
-    media_type: str = "application/json"
-    headers: dict[str, str] | None = None
 
 
 class Codec(Protocol, Generic[RequestT, DecodedT, AnswerT]):
@@ -146,6 +137,9 @@ class DataPlane:
             return answer
         except ServiceError as exc:
             status = exc.status_code
+            raise
+        except asyncio.CancelledError:  # REQUEST_TIMEOUT_SECONDS, or the client went away
+            status = 499
             raise
         finally:
             if self.sink is not None:

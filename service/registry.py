@@ -256,13 +256,14 @@ class Registry:
                 self.reloads_succeeded += 1
                 if hold is not None:
                     self._hold = hold
+                # Under the lock: another thread's swap or rollback reports after this one.
+                self.events.loaded(model)
+                self.events.served(model)
         if retired is model:
             self._retire(model, served=False)
             return False
         if retired is not None:
             self._retire(retired, served=True)
-        self.events.loaded(model)
-        self.events.served(model)
         log.info(
             "serving version %s of %s (runtime %s)",
             model.version,
@@ -407,8 +408,8 @@ class Registry:
                 raise Conflict("no previous version to roll back to")
             self.current, self.previous = previous, current
             self._hold = max([self._hold, current.version, *published])
+            self.events.served(previous)
         log.info("rolled back from version %s to %s", current.version, previous.version)
-        self.events.served(previous)
         return previous
 
     def close(self) -> None:

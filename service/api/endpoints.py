@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
-from service.dataplane import Answer, Codec, DataPlane
+from service.dataplane import Codec, DataPlane
 from service.errors import InvalidInput
 from service.http import (
     JSONBytes,
@@ -25,6 +25,7 @@ from service.http import (
 )
 from service.observability.metrics import get_metrics
 from service.protocols import tfserving, v2
+from service.protocols.common import Answer
 from service.protocols.predict import PREDICT, PredictRequest
 
 

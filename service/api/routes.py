@@ -51,6 +51,11 @@ class Operation:
     tag: str = "health"
     summary: str | None = None
     hot: bool = False  # a POST inference route, answered without FastAPI's routing layers
+    # The route's name (default: the endpoint's), which FastAPI's operationId is made of; the
+    # versioned path's is "version_" + this, without "model_". Clients generated from the
+    # OpenAPI document name their methods after these: keep them.
+    name: str | None = None
+    version_summary: str | None = None  # the versioned path's, when it differs
     docs: dict[str, Any] = field(default_factory=dict)  # any other add_api_route argument
 
 
@@ -83,28 +88,35 @@ OPERATIONS = [
               docs={"response_class": Response, "responses": {
                   200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}}}),
     # The Open Inference Protocol (V2)
-    Operation(("/v2",), e.v2_server_metadata, tag=V2, summary="Server metadata"),
-    Operation(("/v2/health/live",), e.v2_server_live, tag=V2, summary="Server liveness"),
-    Operation(("/v2/health/ready",), e.v2_server_ready, tag=V2,
+    Operation(("/v2",), e.v2_server_metadata, tag=V2, summary="Server metadata",
+              name="server_metadata"),
+    Operation(("/v2/health/live",), e.v2_server_live, tag=V2, summary="Server liveness",
+              name="server_live"),
+    Operation(("/v2/health/ready",), e.v2_server_ready, tag=V2, name="server_ready",
               summary="Server readiness: a verified model is loaded",
               docs={"responses": {503: schemas.STANDARD_ERRORS[503]}}),
-    Operation(_V2_MODEL, e.v2_model_metadata, tag=V2, summary="Model metadata", docs=_LOOKUP),
+    Operation(_V2_MODEL, e.v2_model_metadata, tag=V2, summary="Model metadata", name="metadata",
+              docs=_LOOKUP),
     Operation(tuple(f"{p}/ready" for p in _V2_MODEL), e.v2_model_ready, tag=V2,
-              summary="Model readiness", docs=_LOOKUP),
+              summary="Model readiness", name="model_ready", docs=_LOOKUP),
     Operation(tuple(f"{p}/infer" for p in _V2_MODEL), e.v2_infer, "POST", V2,
-              "Inference: probabilities and decoded labels", hot=True,
+              "Inference: probabilities and decoded labels", hot=True, name="infer",
+              version_summary="Inference on a loaded version",
               docs=_post(schemas.V2_INFER_BODY, schemas.V2_INFER_RESPONSES)),
     # TensorFlow Serving REST
-    Operation(_TF_GET, e.tf_status, tag=TF, summary="Model status", docs=_LOOKUP),
+    Operation(_TF_GET, e.tf_status, tag=TF, summary="Model status", name="status", docs=_LOOKUP),
     Operation(tuple(f"{p}/metadata" for p in _TF_GET), e.tf_metadata, tag=TF,
-              summary="Model metadata", docs=_LOOKUP),
+              summary="Model metadata", name="metadata", docs=_LOOKUP),
     Operation(tuple(f"{p}:predict" for p in _TF_MODEL), e.tf_predict, "POST", TF,
-              "Predict (row or columnar format)", hot=True, docs=_post(schemas.TF_PREDICT_BODY)),
+              "Predict (row or columnar format)", hot=True, name="predict",
+              version_summary="Predict with a loaded version",
+              docs=_post(schemas.TF_PREDICT_BODY)),
     Operation(tuple(f"{p}:classify" for p in _TF_MODEL), e.tf_classify, "POST", TF,
-              "Classify examples: every class with its score", hot=True,
+              "Classify examples: every class with its score", hot=True, name="classify",
+              version_summary="Classify examples with a loaded version",
               docs=_post(schemas.TF_CLASSIFY_BODY)),
     # Not in the OpenAPI document: it only tells a TF Serving client that this model classifies.
-    Operation(("/v1/models/{name}:regress",), e.tf_regress, "POST", TF,
+    Operation(("/v1/models/{name}:regress",), e.tf_regress, "POST", TF, name="regress",
               docs={"responses": schemas.STANDARD_ERRORS, "include_in_schema": False}),
 ]
 # fmt: on
@@ -128,7 +140,8 @@ def add_routes(app: FastAPI) -> list[APIRoute]:
     costs ~10 us a request more); return the hot routes."""
     hot = []
     for operation in OPERATIONS:
-        for path in operation.paths:
+        name = operation.name or operation.endpoint.__name__
+        for index, path in enumerate(operation.paths):
             docs = dict(operation.docs)
             parameters = _path_parameters(path)
             if parameters:
@@ -139,7 +152,8 @@ def add_routes(app: FastAPI) -> list[APIRoute]:
                 methods=[operation.method],
                 route_class_override=PlainRoute,
                 tags=[operation.tag],
-                summary=operation.summary,
+                summary=(index and operation.version_summary) or operation.summary,
+                name=f"version_{name.removeprefix('model_')}" if index else name,
                 **docs,
             )
             if operation.hot:

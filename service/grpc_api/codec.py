@@ -243,7 +243,7 @@ def response_from_answer(answer: dict[str, Any], chunks: list[bytes]) -> ModelIn
 
 
 def metadata_response(meta: dict[str, Any]) -> ModelMetadataResponse:
-    """``service.api.v2.model_metadata``'s document as a ModelMetadataResponse."""
+    """``service.protocols.v2.model_metadata``'s document as a ModelMetadataResponse."""
     response = ModelMetadataResponse(
         name=meta["name"], versions=meta["versions"], platform=meta["platform"]
     )

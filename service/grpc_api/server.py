@@ -57,6 +57,8 @@ class InferCodec:
     def decode(
         self, request: pb.ModelInferRequest, model: LoadedModel, max_rows: int
     ) -> v2.InferRequest:
+        if len(request.inputs) > model.n_features:  # refused before converting them all
+            v2.refuse_input_count(len(request.inputs), model)
         document, binary = codec.request_to_document(request)
         return v2.read_document(document, binary, model, max_rows)
 
@@ -128,11 +130,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.server_version = server_version
         self.access_log = AccessLog()
         self.sink = plane.sink
-        admission = plane.admission
-        self._busy = Overloaded(
-            f"{admission.limit} prediction requests are in flight (MAX_CONCURRENCY); retry shortly"
+        # Messages, not exceptions: an exception raised twice keeps every raise's frames (and
+        # so each refused request) in its traceback.
+        self._busy = (
+            f"{plane.admission.limit} prediction requests are in flight (MAX_CONCURRENCY); "
+            "retry shortly"
         )
-        self._slow = Overloaded(
+        self._slow = (
             f"the prediction took longer than REQUEST_TIMEOUT_SECONDS="
             f"{self.settings.request_timeout_seconds:g}; retry shortly"
         )
@@ -176,7 +180,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if admission.in_flight >= admission.limit:
             if sink is not None:
                 sink.overload.labels("concurrency").inc()
-            raise self._busy
+            raise Overloaded(self._busy)
         admission.in_flight += 1
         if sink is not None:
             sink.prediction_started()
@@ -192,7 +196,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         except TimeoutError:
             if sink is not None:
                 sink.overload.labels("timeout").inc()
-            raise self._slow from None
+            raise Overloaded(self._slow) from None
         finally:
             admission.in_flight -= 1
             if sink is not None:
@@ -231,7 +235,14 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
             if status != last:
                 yield health_pb2.HealthCheckResponse(status=status)
                 last = status
+            if self.draining:  # NOT_SERVING was sent: end the stream, or it holds shutdown
+                return
             await asyncio.sleep(self.WATCH_SECONDS)
+
+
+def grpc_address(host: str, port: int) -> str:
+    """``host:port`` as gRPC reads it: an IPv6 literal in brackets."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 class GrpcServer:
@@ -239,7 +250,7 @@ class GrpcServer:
 
     def __init__(self, plane: DataPlane, server_version: str) -> None:
         settings = plane.settings
-        self.address = f"{settings.host}:{settings.grpc_port}"
+        self.address = grpc_address(settings.host, settings.grpc_port)
         self.health = HealthServicer(plane)
         self.server = grpc.aio.server(
             options=[
@@ -254,6 +265,7 @@ class GrpcServer:
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._stopping: asyncio.Task[None] | None = None
+        self.on_stop: Callable[[], None] | None = None  # called once stopped
 
     async def start(self) -> None:
         try:
@@ -279,3 +291,5 @@ class GrpcServer:
         self.begin_drain(grace)
         assert self._stopping is not None
         await self._stopping
+        if self.on_stop is not None:
+            self.on_stop()

@@ -122,8 +122,8 @@ class Metrics:
         self.inferences = counter(
             "inference_requests",
             "Inference calls answered by the data plane, by protocol (predict, v2, tfserving, "
-            "grpc) and outcome as an HTTP status (200, 400, 404, 413, 503...), whatever the "
-            "transport.",
+            "grpc) and outcome as an HTTP status (200, 400, 404, 413, 503...; 499: cancelled, "
+            "by REQUEST_TIMEOUT_SECONDS or the client), whatever the transport.",
             ["protocol", "status"],
             registry=registry,
         )

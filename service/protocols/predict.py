@@ -8,8 +8,8 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from service import inputs, outputs
-from service.dataplane import Answer
 from service.model import LoadedModel
+from service.protocols.common import Answer
 
 
 @dataclass(slots=True)

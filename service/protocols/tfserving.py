@@ -14,10 +14,9 @@ import numpy as np
 import orjson
 
 from service import inputs, outputs
-from service.dataplane import Answer
 from service.errors import InvalidInput, MalformedBody, PayloadTooLarge
 from service.model import LoadedModel
-from service.protocols.common import INPUT_NAME, unwrap_singletons
+from service.protocols.common import INPUT_NAME, Answer, unwrap_singletons
 
 SIGNATURE = "serving_default"
 # Signature names a client may give: the default, or the classify method's name for :classify.

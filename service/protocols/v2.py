@@ -22,16 +22,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import numpy as np
 import orjson
 
 from service import inputs, outputs, typed
-from service.dataplane import Answer
 from service.errors import InvalidInput, MalformedBody, PayloadTooLarge
 from service.model import LoadedModel
-from service.protocols.common import INPUT_NAME, OUTPUT_NAMES
+from service.protocols.common import INPUT_NAME, OUTPUT_NAMES, Answer
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -468,6 +467,21 @@ def _requested_outputs(value: Any, binary_default: bool) -> list[tuple[str, bool
     return list(chosen.items())
 
 
+def _signature(model: LoadedModel) -> str:
+    """The inputs the model takes, for messages."""
+    per_feature = f"one input per feature ({', '.join(model.feature_names)})"
+    if not model.numeric_only:
+        return per_feature
+    return (
+        f"{per_feature}, or one input {INPUT_NAME!r}, FP32 of shape [N, {model.n_features}] "
+        f"({', '.join(model.feature_names)})"
+    )
+
+
+def refuse_input_count(count: int, model: LoadedModel) -> NoReturn:
+    raise InvalidInput(f"inputs has {count} tensors; the model takes {_signature(model)}")
+
+
 def parse_infer(
     body: bytes, header_length: str | None, model: LoadedModel, max_rows: int
 ) -> InferRequest:
@@ -489,12 +503,7 @@ def read_document(document: Any, binary: bytes, model: LoadedModel, max_rows: in
         raise InvalidInput("id must be a string")
     params = _parameters(document.get("parameters"), "parameters")
     binary_default = _flag(params, "binary_data_output", "parameters", False)
-    signature = (
-        f"one input {INPUT_NAME!r}, FP32 of shape [N, {model.n_features}] "
-        f"({', '.join(model.feature_names)})"
-    )
-    per_feature = f"one input per feature ({', '.join(model.feature_names)})"
-    signature = f"{per_feature}, or {signature}" if model.numeric_only else per_feature
+    signature = _signature(model)
     if "inputs" not in document:
         raise InvalidInput(f"missing field 'inputs'; the model takes {signature}")
     tensors = document["inputs"]
@@ -511,7 +520,7 @@ def read_document(document: Any, binary: bytes, model: LoadedModel, max_rows: in
     if model.numeric_only and len(tensors) == 1 and (single or model.n_features > 1):
         x = _input_matrix(tensors[0], binary, model, max_rows, "inputs[0]")
     elif single or len(tensors) != model.n_features:
-        raise InvalidInput(f"inputs has {len(tensors)} tensors; the model takes {signature}")
+        refuse_input_count(len(tensors), model)
     else:
         x, _ = _feature_inputs(tensors, binary, model, max_rows)
     return InferRequest(

@@ -8,6 +8,7 @@ import contextlib
 import json
 import shutil
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -155,6 +156,42 @@ def test_a_message_over_max_body_bytes_is_refused(iris_bundle: Path, tmp_path: P
         assert client.infer("iris", [_fp32(ROWS, tgrpc)]).as_numpy("label").shape == (4,)
 
 
+def test_many_inputs_are_refused_before_they_are_read(iris: GrpcServer) -> None:
+    request = [tgrpc.InferInput(f"x{i}", [1], "FP32") for i in range(20_000)]
+    for tensor in request:
+        tensor.set_data_from_numpy(np.zeros(1, dtype=np.float32))
+    client = tgrpc.InferenceServerClient(iris.target)
+    status, message = _error(lambda: client.infer("iris", request, headers=AUTH))
+    assert status == "StatusCode.INVALID_ARGUMENT"
+    assert message.startswith("inputs has 20000 tensors; the model takes one input per feature")
+
+
+def test_a_grpc_port_another_program_holds_stops_the_start(
+    iris_bundle: Path, tmp_path: Path
+) -> None:
+    """Even with SO_REUSEPORT set by the holder (as the workers of another service set it)."""
+    shutil.copytree(iris_bundle, tmp_path / "iris" / "1")
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        for workers in (1, 2):
+            server = ServerProcess(
+                tmp_path,
+                tmp_path / "server.log",
+                grpc_port=holder.getsockname()[1],
+                workers=workers,
+            )
+            server.start(wait=None)
+            assert server.process is not None and server.process.wait(60) == 2
+            lines = [line for line in server.log().splitlines() if line.strip()]
+            assert lines[-1].startswith("error: cannot listen for gRPC on 127.0.0.1:"), lines
+            assert "GRPC_PORT" in lines[-1]
+    finally:
+        holder.close()
+
+
 def test_typed_features_answer_as_rest(churn: GrpcServer) -> None:
     """One BYTES, BOOL or FP32 input per feature, blanks as empty text and NaN."""
 
@@ -233,12 +270,18 @@ def test_sigterm_drains_grpc_calls_in_flight(iris_bundle: Path, tmp_path: Path) 
         for thread in threads:
             thread.start()
         _wait(lambda: "http_predictions_in_flight 4.0" in httpx.get(f"{server.url}/metrics").text)
+        channel = grpc.insecure_channel(server.target)
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
         assert server.process is not None
         server.process.send_signal(signal.SIGTERM)
         _wait(lambda: "draining gRPC" in server.log())
         late = _error(
             lambda: tgrpc.InferenceServerClient(server.target).infer("iris", [_fp32(ROWS, tgrpc)])
         )
+        # An open Watch stream hears NOT_SERVING, then ends (it must not hold the drain).
+        assert [answer.status for answer in watch] == [health_pb2.HealthCheckResponse.NOT_SERVING]
+        channel.close()
         for thread in threads:
             thread.join(60)
         assert server.process.wait(60) == 0
