@@ -149,6 +149,22 @@ GOALS = [
         "(13c as CPU time per request: gRPC <= 1.25x V2 REST's)",
         "litert", "cpu_us_grpc", 1.25, higher=False, versus_figure="cpu_us_v2", context=True,
     ),
+    # gRPC against its own transport's ceiling (bench/grpc_ceiling.py), as goals 1 and 2 hold
+    # REST to bench/ceiling_app.py: >= 0.8x its req/s, and, the calls in flight being fixed
+    # (32), p50 <= 1/0.8 = 1.25x its p50.
+    Goal(
+        "(13c against its transport: gRPC ModelInfer req/s vs the grpc.aio constant-answer ceiling)",
+        "litert", "rps_grpc", 0.80, higher=True, versus_figure="rps_grpc_ceiling", context=True,
+    ),
+    Goal(
+        "(13d likewise for p50)",
+        "litert", "p50_grpc", 1.25, higher=False, versus_figure="p50_grpc_ceiling", context=True,
+    ),
+    Goal(
+        "(gRPC ceiling req/s vs V2 REST's)",
+        "litert", "rps_grpc_ceiling", 0.80, higher=True, versus_figure="rps_v2", context=True,
+        grpc_vs_rest=True,
+    ),
 ]  # fmt: skip
 
 # The protocol comparison (issue 13): every protocol on the one LiteRT service process.
@@ -157,6 +173,11 @@ PROTOCOL_ROWS = [
     ("v2", "V2 REST: `POST /v2/models/iris/infer`"),
     ("tfserving", "TF Serving REST: `POST /v1/models/iris:predict`"),
     ("grpc", "gRPC: `inference.GRPCInferenceService/ModelInfer`"),
+    (
+        "grpc_ceiling",
+        "gRPC ceiling: grpc.aio, parse the request, constant answer (`bench/grpc_ceiling.py`, "
+        "its own process)",
+    ),
 ]
 PROTOCOL_SERVER = "litert"
 
@@ -348,6 +369,66 @@ def _goal_row(goal: Goal, runs: Runs, keys: list[str], comparable: bool = True) 
     return f"| {goal.text} | {measured} | {', '.join(shown)} | {verdict} |"
 
 
+def _times(value: float, bound: float) -> str:
+    """``value`` as "0.80x", with a third decimal when two would read as the bound itself."""
+    shown = f"{value:.2f}"
+    return f"{value:.3f}x" if shown == f"{bound:.2f}" and value != bound else f"{shown}x"
+
+
+def _median_ratio(runs: Runs, key: str, versus: str) -> float | None:
+    """The median over runs of the protocol server's ``key`` over its ``versus``."""
+    values = _ratios(runs, PROTOCOL_SERVER, PROTOCOL_SERVER, key, versus)
+    return statistics.median(values) if values else None
+
+
+def _grpc_verdict(runs: Runs, keys: list[str], comparable: bool) -> list[str]:
+    """Goals 13c and 13d in words, and what grpcio itself allows (the gRPC ceiling)."""
+    if PROTOCOL_SERVER not in keys:
+        return []
+    goals = {g.text.split(".")[0]: g for g in GOALS if g.text.startswith(("13c.", "13d."))}
+    rps = _median_ratio(runs, "rps_grpc", "rps_v2")
+    p50 = _median_ratio(runs, "p50_grpc", "p50_v2")
+    if rps is None or p50 is None:
+        return []
+    ceiling_v2 = _median_ratio(runs, "rps_grpc_ceiling", "rps_v2")
+    of_ceiling = _median_ratio(runs, "rps_grpc", "rps_grpc_ceiling")
+    cpu = {k: _median(runs, PROTOCOL_SERVER, f"cpu_us_{k}") for k in ("v2", "grpc", "grpc_ceiling")}
+    words = []
+    if comparable:
+        bound_13c, bound_13d = goals["13c"].bound, goals["13d"].bound
+        words.append(
+            f"Goal 13c is {'met' if rps >= bound_13c else '**not met**'}: gRPC ModelInfer "
+            f"answers {_times(rps, bound_13c)} V2 REST's requests/s (the goal: {bound_13c:.2f}x "
+            f"or more). Goal 13d is {'met' if p50 <= bound_13d else '**not met**'}: its p50 is "
+            f"{_times(p50, bound_13d)} V2 REST's (the goal: {bound_13d:g}x or less)."
+        )
+    else:
+        words.append("Goals 13c and 13d: not comparable (wrk and h2load are both needed).")
+    if of_ceiling is not None:
+        ceiling = (
+            "What grpcio itself allows: a grpc.aio server that only parses the request and "
+            "answers a constant (`bench/grpc_ceiling.py`)"
+        )
+        if comparable and ceiling_v2 is not None:
+            ceiling += f" answers {ceiling_v2:.2f}x V2 REST's requests/s"
+        if cpu["grpc_ceiling"] is not None and cpu["v2"] is not None:
+            ceiling += (
+                f", at {cpu['grpc_ceiling']:.0f} us of CPU a call against {cpu['v2']:.0f} us "
+                "for a whole V2 REST request"
+            )
+        ceiling += f"; the service's gRPC answers {of_ceiling:.2f}x the ceiling's requests/s"
+        if cpu["grpc"] is not None:
+            ceiling += f" at {cpu['grpc']:.0f} us of CPU a call"
+        words.append(ceiling + ".")
+        if comparable and ceiling_v2 is not None and ceiling_v2 < goals["13c"].bound:
+            words.append(
+                f"The ceiling itself is below 13c's {goals['13c'].bound:.2f}x: with grpc.aio "
+                "(one process, 32 calls in flight on one connection) 13c is out of reach on "
+                "this machine, whatever ModelInfer does."
+            )
+    return ["", " ".join(words)]
+
+
 def _protocol_table(runs: Runs, keys: list[str]) -> list[str]:
     """The protocol comparison on one server: medians, and ratios to /predict within runs."""
     server = PROTOCOL_SERVER
@@ -429,6 +510,7 @@ def render(config: Any, machine: dict[str, str], version_dir: Path, runs: Runs, 
     ]
     comparable = bool(machine.get("grpc_comparable"))
     out += [_goal_row(goal, runs, keys, comparable) for goal in GOALS]
+    out += _grpc_verdict(runs, keys, comparable)
     held = _held_back(runs, keys)
     if held:
         out += [
@@ -509,6 +591,16 @@ def render(config: Any, machine: dict[str, str], version_dir: Path, runs: Runs, 
         "warm-up load of each with the server's warm-up (before the memory reading), then, "
         "after every server's `/predict` loads, one measured load of each, in an order "
         "rotating between runs; ratios are taken within each run.",
+        "- gRPC's ceiling: `bench/grpc_ceiling.py`, a grpc.aio server built as the service's "
+        "(the same options, on uvloop, the service's generated stubs: grpcio parses each "
+        "request and serializes the answer) whose ModelInfer answers one constant message, the "
+        "service's answer to the row (88 bytes); its own process on the servers' CPU, started "
+        "with the servers of each run, no HTTP port (ready when ServerReady answers), loaded "
+        "with the same h2load settings among the protocols above, in their rotating order; "
+        "CPU/req is its process's. The context rows against it hold gRPC to what goals 1 and "
+        "2 hold REST to against its ceiling: 0.8x its requests/s or more and, the calls in "
+        "flight being fixed (32), p50 at most 1.25x (1/0.8) its p50; the ceiling against V2 "
+        "REST uses 13c's bound.",
         "- Large requests: one keep-alive connection; 10,000 rows drawn inside the training "
         "range; from sending the request to reading the whole answer; median of the repeats; "
         "the answer's row count is checked. Typed rows (goal 12): a second LiteRT service on the "

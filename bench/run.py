@@ -34,10 +34,12 @@ GRPC_CONNECTIONS = 1
 @dataclass(frozen=True)
 class Protocol:
     """One way to ask the service for a prediction: a REST route, or gRPC when ``path`` is None
-    (the keys and titles of bench/report.py's PROTOCOL_ROWS)."""
+    (the keys and titles of bench/report.py's PROTOCOL_ROWS). ``ceiling``: gRPC on
+    bench/grpc_ceiling.py's process (grpc.aio, a constant answer) instead of the service."""
 
     key: str
     path: str | None
+    ceiling: bool = False
 
 
 PROTOCOLS = [
@@ -45,8 +47,11 @@ PROTOCOLS = [
     Protocol("v2", f"/v2/models/{MODEL}/infer"),
     Protocol("tfserving", f"/v1/models/{MODEL}:predict"),
     Protocol("grpc", None),
+    Protocol("grpc_ceiling", None, ceiling=True),
 ]
 PROTOCOL_TARGET = report.PROTOCOL_SERVER  # the server the protocols are compared on
+# gRPC's ceiling, started with the servers of each run that compares the protocols.
+GRPC_CEILING = ["-m", "bench.grpc_ceiling"]
 
 
 @dataclass(frozen=True)
@@ -326,12 +331,26 @@ def run_once(config: Config, bodies: Bodies, logs: Path, run: int) -> dict[str, 
             _say(
                 f"run {run + 1}/{config.runs}: {target.key} ready in {figures[target.key]['cold_s']:.2f} s"
             )
+        grpc_ceiling: Server | None = None
+        if PROTOCOL_TARGET in servers:  # gRPC's ceiling, on the servers' CPU, no HTTP port
+            grpc_ceiling = Server(
+                GRPC_CEILING,
+                {"ARTIFACTS_DIR": str(config.artifacts), "MODEL_NAME": MODEL},
+                logs / f"grpc-ceiling-{run}.log",
+                cpus=None if config.pin is None else config.pin[0],
+                grpc=True,
+                http=False,
+            )
+            stack.enter_context(grpc_ceiling)
+            seconds = grpc_ceiling.wait_ready()
+            _say(f"run {run + 1}/{config.runs}: grpc-ceiling ready in {seconds:.2f} s")
         protocols: ProtocolLoads | None = None
         for target in order:
             server = servers[target.key]
             runner(server.url + "/predict", bodies.single, "application/json", 32, config.warmup)
             if target.key == PROTOCOL_TARGET:  # every protocol before the memory reading too
-                protocols = ProtocolLoads(config, bodies, server)
+                assert grpc_ceiling is not None
+                protocols = ProtocolLoads(config, bodies, server, grpc_ceiling)
                 figures[target.key]["errors"] += protocols.warm_up()
             if target.large:  # one of each before the memory reading: it measures growth only
                 for _, body, headers in big:
@@ -400,21 +419,29 @@ def run_once(config: Config, bodies: Bodies, logs: Path, run: int) -> dict[str, 
 
 class ProtocolLoads:
     """Every protocol on one server process, one Iris row a request at 32 connections (REST)
-    or 32 calls in flight (gRPC): requests/s, latency and the server's CPU time per request."""
+    or 32 calls in flight (gRPC): requests/s, latency and the server's CPU time per request;
+    and gRPC's ceiling (bench/grpc_ceiling.py) in its own process, under the same gRPC load."""
 
-    def __init__(self, config: Config, bodies: Bodies, server: Server) -> None:
-        if server.grpc_target is None:
-            raise RuntimeError("the protocol comparison needs the server to serve gRPC")
+    def __init__(self, config: Config, bodies: Bodies, server: Server, ceiling: Server) -> None:
+        if server.grpc_target is None or ceiling.grpc_target is None:
+            raise RuntimeError("the protocol comparison needs the servers to serve gRPC")
         self.config = config
         self.bodies = bodies
         self.server = server
-        self.grpc_target = server.grpc_target
+        self.ceiling = ceiling
         self.rest: Callable[..., load.LoadResult] = (
             load.run_wrk if config.generator == "wrk" else load.run_python
         )
-        # One call through grpcio: the answer must be right, and its size tells h2load's
-        # failed calls (trailers only) from answered ones.
-        self.grpc_answer = grpc_load.check_call(self.grpc_target, bodies.grpc_request, None)
+        # One call through grpcio on each: the answer must be right, and its size tells
+        # h2load's failed calls (trailers only) from answered ones.
+        self.grpc_answers = {
+            target: grpc_load.check_call(target, bodies.grpc_request, None)
+            for target in (server.grpc_target, ceiling.grpc_target)
+        }
+
+    def process(self, protocol: Protocol) -> Server:
+        """The server process that answers ``protocol``."""
+        return self.ceiling if protocol.ceiling else self.server
 
     def load(self, protocol: Protocol, seconds: float) -> tuple[load.LoadResult, str]:
         """One load; the gRPC load generator's description ("" for REST)."""
@@ -423,11 +450,13 @@ class ProtocolLoads:
             url = self.server.url + protocol.path
             return self.rest(url, body, "application/json", PROTOCOL_CONNECTIONS, seconds), ""
         request = self.bodies.grpc_request
+        target = self.process(protocol).grpc_target
+        assert target is not None
         if self.config.grpc_generator == "h2load":
             done = grpc_load.run_h2load(
-                self.grpc_target,
+                target,
                 request,
-                self.grpc_answer,
+                self.grpc_answers[target],
                 PROTOCOL_CONNECTIONS,
                 GRPC_CONNECTIONS,
                 seconds,
@@ -435,7 +464,7 @@ class ProtocolLoads:
             )
         else:
             done = grpc_load.run_python(
-                self.grpc_target, request, PROTOCOL_CONNECTIONS, GRPC_CONNECTIONS, seconds
+                target, request, PROTOCOL_CONNECTIONS, GRPC_CONNECTIONS, seconds
             )
         tool = (
             f"{done.tool}, {done.concurrency} calls in flight on {done.connections} connection(s)"
@@ -447,13 +476,15 @@ class ProtocolLoads:
         return sum(self.load(p, min(self.config.warmup, 1.0))[0].errors for p in PROTOCOLS)
 
     def measure(self, run: int, figures: dict[str, Any]) -> None:
-        """One load of each protocol, in an order that rotates from run to run."""
+        """One load of each protocol, in an order that rotates from run to run; the figures of
+        gRPC's ceiling go with the service's, keyed ``grpc_ceiling``."""
         shift = run % len(PROTOCOLS)
         for protocol in PROTOCOLS[shift:] + PROTOCOLS[:shift]:
             key = protocol.key
-            cpu_before = self.server.cpu_seconds()
+            process = self.process(protocol)
+            cpu_before = process.cpu_seconds()
             result, tool = self.load(protocol, self.config.seconds)
-            cpu_after = self.server.cpu_seconds()
+            cpu_after = process.cpu_seconds()
             if cpu_before is not None and cpu_after is not None and result.requests:
                 figures[f"cpu_us_{key}"] = (cpu_after - cpu_before) / result.requests * 1e6
             figures[f"rps_{key}"] = result.rps
@@ -462,8 +493,9 @@ class ProtocolLoads:
             figures["errors"] += result.errors
             if tool:
                 figures["grpc_tool"] = tool
+            where = "grpc-ceiling" if protocol.ceiling else f"{PROTOCOL_TARGET} {key}"
             _say(
-                f"run {run + 1}/{self.config.runs}: {PROTOCOL_TARGET} {key} "
+                f"run {run + 1}/{self.config.runs}: {where} "
                 f"@{PROTOCOL_CONNECTIONS}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms"
                 + (f" ({result.errors} FAILED)" if result.errors else "")
             )

@@ -1,4 +1,5 @@
-"""Start a server process on loopback, time it to ``/readyz`` 200, read its memory, stop it."""
+"""Start a server process on loopback, time it to ready (``/readyz`` 200, or a gRPC ServerReady
+for a server with no HTTP port), read its memory, stop it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
+
+from service.grpc_api import grpc_predict_v2_pb2 as pb
+from service.grpc_api import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +42,8 @@ class Server:
     The service serves gRPC too (GRPC_PORT, default 8081): ``grpc=True`` gives it a free port of
     its own (``grpc_target``), so that servers running side by side never ask for the same one;
     ``grpc=False`` sets GRPC_PORT=0 (off). Apps other than the service ignore it.
+    ``http=False`` (with ``grpc=True``): a server with no HTTP port (bench/grpc_ceiling.py), ready
+    when a gRPC ``ServerReady`` answers ready; PORT=0 and ``url`` empty.
     """
 
     def __init__(
@@ -46,9 +53,13 @@ class Server:
         log_path: Path,
         cpus: set[int] | None = None,
         grpc: bool = False,
+        http: bool = True,
     ) -> None:
-        self.port = free_port()
-        self.url = f"http://{HOST}:{self.port}"
+        if not (http or grpc):
+            raise ValueError("a server with no HTTP port must serve gRPC")
+        self.http = http
+        self.port = free_port() if http else 0
+        self.url = f"http://{HOST}:{self.port}" if http else ""
         self.grpc_port = free_port(taken=(self.port,)) if grpc else 0
         self.grpc_target = f"{HOST}:{self.grpc_port}" if grpc else None
         self.module_args = module_args
@@ -96,7 +107,8 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def wait_ready(self, timeout: float = 120.0) -> float:
-        """Seconds from process start to the first ``/readyz`` 200 (polled every 5 ms)."""
+        """Seconds from process start to the first ``/readyz`` 200, or without HTTP the first
+        gRPC ServerReady answering ready (polled every 5 ms)."""
         deadline = self.started + timeout
         while time.perf_counter() < deadline:
             assert self.process is not None
@@ -105,9 +117,12 @@ class Server:
             if self._ready():
                 return time.perf_counter() - self.started
             time.sleep(0.005)
-        raise TimeoutError(f"/readyz did not answer 200 within {timeout}s: {self.log()}")
+        what = "/readyz did not answer 200" if self.http else "ServerReady did not answer ready"
+        raise TimeoutError(f"{what} within {timeout}s: {self.log()}")
 
     def _ready(self) -> bool:
+        if not self.http:
+            return self._grpc_ready()
         connection = http.client.HTTPConnection(HOST, self.port, timeout=2)
         try:
             connection.request("GET", "/readyz")
@@ -116,6 +131,17 @@ class Server:
             return False
         finally:
             connection.close()
+
+    def _grpc_ready(self) -> bool:
+        # A new channel each time: a channel that failed to connect waits (backs off) before
+        # trying again, which would count as start time.
+        assert self.grpc_target is not None
+        with grpc.insecure_channel(self.grpc_target) as channel:
+            ready = pb_grpc.GRPCInferenceServiceStub(channel).ServerReady
+            try:
+                return bool(ready(pb.ServerReadyRequest(), timeout=2).ready)
+            except grpc.RpcError:
+                return False
 
     def rss_mb(self) -> float | None:
         """Resident memory of the server process in MB (Linux), None where it cannot be read."""

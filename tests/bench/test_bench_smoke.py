@@ -47,8 +47,13 @@ def test_smoke_mode_measures_every_server(iris_bundle: Path, tmp_path: Path) -> 
         "4a.",
         "4b.",
         "5a.",
+        "13c.",
+        "13d.",
+        "(13c against its transport",
+        "(gRPC ceiling req/s vs V2 REST's)",
     ):
         assert goal in text
+    assert "| gRPC ceiling: grpc.aio" in text  # gRPC's ceiling was measured with the protocols
     assert "FAILED REQUESTS" not in text
 
 
