@@ -132,8 +132,10 @@ class Container:
     def __init__(self, image: str, *args: str, **env: object) -> None:
         self.name = f"keras-serve-test-{uuid.uuid4().hex[:8]}"
         self.port = free_port()
+        self.grpc_port = free_port()  # host network: each container needs ports of its own
         self.url = f"http://127.0.0.1:{self.port}"
-        env_args = [f"--env={k}={v}" for k, v in {"PORT": self.port, **env}.items()]
+        ports = {"PORT": self.port, "GRPC_PORT": self.grpc_port}
+        env_args = [f"--env={k}={v}" for k, v in {**ports, **env}.items()]
         docker("run", "--detach", "--network", "host", "--name", self.name, *env_args, *args, image)
 
     def state(self) -> dict:
@@ -194,7 +196,7 @@ def test_image_is_slim_non_root_without_tensorflow(image: str, report) -> None:
     config = json.loads(docker("image", "inspect", "--format", "{{json .Config}}", image).stdout)
     assert config["Cmd"] == ["python", "-m", "service"]  # exec form: SIGTERM reaches the server
     assert config["User"] == "10001:10001"
-    assert "8000/tcp" in config["ExposedPorts"]
+    assert {"8000/tcp", "8081/tcp"} <= set(config["ExposedPorts"])
     assert "HOST=0.0.0.0" in config["Env"]
     assert "/readyz" in " ".join(config["Healthcheck"]["Test"])
     probe = docker(
@@ -240,6 +242,24 @@ def test_container_serves_and_stops_cleanly_on_sigterm(image: str, container, re
     assert outputs["probabilities"]["datatype"] == "FP32"
     assert outputs["probabilities"]["shape"] == [1, 3]
 
+    # The same over gRPC, with Triton's client, and the standard health service.
+    import grpc
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    features = grpcclient.InferInput(name, [1, 4], "FP32")
+    features.set_data_from_numpy(np.array([SETOSA], dtype=np.float32))
+    label = client.infer("iris", [features]).as_numpy("label").tolist()
+    report(f"gRPC ModelInfer on port {server.grpc_port} -> {label}")
+    assert label == [b"setosa"]
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        check = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
+    assert check.status == health_pb2.HealthCheckResponse.SERVING
+
     deadline = time.monotonic() + 60
     while server.state().get("Health", {}).get("Status") != "healthy":
         assert time.monotonic() < deadline, f"HEALTHCHECK never passed: {server.state()}"
@@ -250,9 +270,10 @@ def test_container_serves_and_stops_cleanly_on_sigterm(image: str, container, re
     took = time.monotonic() - stopping
     state = server.state()
     report(f"docker stop (SIGTERM): exit code {state['ExitCode']} after {took:.1f} s")
+    # 0, not 137: it drained and exited on SIGTERM, before docker's SIGKILL (how long it took is
+    # reported above, not asserted).
     assert state["ExitCode"] == 0, server.logs()
     assert not state["OOMKilled"]
-    assert took < STOP_TIMEOUT, "the server did not stop before docker's SIGKILL"
 
 
 def test_mounted_volume_replaces_the_bundle_and_train_stage_retrains_into_it(
