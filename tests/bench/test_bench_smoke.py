@@ -95,4 +95,4 @@ def test_in_process_costs_are_measured_for_every_app(iris_bundle: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line.split() for line in done.stdout.splitlines()[1:]]
     assert [row[0] for row in rows] == ["ceiling", "bare", "quiet", "full"]
-    assert all(0 < float(row[2]) < 100_000 for row in rows)  # microseconds per request
+    assert all(float(row[2]) > 0 for row in rows)  # microseconds per request: measured, not bounded

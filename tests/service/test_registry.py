@@ -23,6 +23,7 @@ from tests.service import publishing
 from tests.service.publishing import BREAKERS, publish
 
 ROW = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)
+HOLD = 60.0  # the longest a wait below may take before the test fails
 
 
 @pytest.fixture
@@ -62,14 +63,18 @@ class LoadSpy:
         self.calls: list[int] = []
         self.gate: threading.Event | None = None
         self.entered = threading.Event()
+        self.returned = threading.Event()  # a held call has returned (or failed)
         real = registry_module.load_version
 
         def spy(directory: Path, **options: object):  # type: ignore[no-untyped-def]
             self.calls.append(int(directory.name))
             self.entered.set()
-            if self.gate is not None:
-                assert self.gate.wait(10)
-            return real(directory, **options)  # type: ignore[arg-type]
+            try:
+                if self.gate is not None:
+                    assert self.gate.wait(HOLD)
+                return real(directory, **options)  # type: ignore[arg-type]
+            finally:
+                self.returned.set()
 
         monkeypatch.setattr(registry_module, "load_version", spy)
 
@@ -332,16 +337,22 @@ def test_watch_polls_in_the_background(
     registry = make_registry(poll_seconds=0.05)
     registry.load_initial()
 
-    async def main() -> float:
+    async def main() -> bool:
         watcher = asyncio.create_task(registry.watch())
         publish(model_dir, iris_bundle)
-        published = time.monotonic()
+        deadline = time.monotonic() + HOLD
         while registry.require().version != 2:
+            assert not watcher.done(), watcher  # the watcher never dies
+            assert time.monotonic() < deadline, f"version 2 not served within {HOLD:.0f} s"
             await asyncio.sleep(0.01)
+        alive = not watcher.done()
         watcher.cancel()
-        return time.monotonic() - published
+        return alive
 
-    assert asyncio.run(main()) < 2
+    # Found by the watcher alone (nothing here polls), which was still watching afterwards.
+    assert asyncio.run(main())
+    assert registry.require().version == 2
+    assert registry.previous is not None and registry.previous.version == 1
 
 
 # -- rollback ------------------------------------------------------------------------------------
@@ -401,13 +412,14 @@ def test_rollback_does_not_wait_for_a_load_in_progress(
     poller = threading.Thread(target=lambda: result.append(registry.poll()))
     poller.start()
     try:
-        assert spy.entered.wait(10)  # the poll is now loading version 4
-        started = time.monotonic()
+        assert spy.entered.wait(HOLD)  # the poll is now loading version 4
         assert registry.rollback().version == 2
-        assert time.monotonic() - started < 0.5
+        # The rollback returned while the load was still held (only this test releases it):
+        # it did not wait for the load in progress.
+        assert not spy.returned.is_set() and poller.is_alive()
     finally:
         spy.gate.set()
-        poller.join(10)
+        poller.join(HOLD)
     # Version 4 was published before the rollback: the load finished but is not swapped in.
     assert result == [False]
     assert registry.require().version == 2

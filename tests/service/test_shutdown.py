@@ -1,4 +1,10 @@
-"""Graceful shutdown of a real server: SIGTERM during load loses no request it has started."""
+"""Graceful shutdown of a real server: SIGTERM during load loses no request it has started.
+
+Nothing here asserts how long anything took. The uploads still arriving at SIGTERM are held by
+the test until it has seen what it checks while the server drains, so the order of events is
+fixed by the test, not by the speed of the machine; each wait fails only after ``HOLD`` seconds.
+The seconds printed (``pytest -s``) are figures for the README, not checks.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +21,16 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import ServerProcess
 
 pytestmark = pytest.mark.slow
 
 ROW = [5.1, 3.5, 1.4, 0.2]
+HEAD = b'{"instances": [[5.1, 3.5, '  # an upload's first part; TAIL completes it
+TAIL = b"1.4, 0.2]]}"
+HOLD = 60.0  # the longest any wait below may take before the test fails
 
 
 @dataclass
@@ -46,17 +56,54 @@ def _outcome(
 
 
 def _served(log: Path) -> dict[str, tuple[float, float, int]]:
-    """Request id -> (start, end, status) from the server's access log (epoch seconds)."""
+    """Request id -> (start, end, status) from the server's access log (epoch seconds), for
+    the requests this test makes (``load-*`` and ``slow-*``)."""
     served = {}
     for line in log.read_text().splitlines():
         if not line.startswith("{"):
             continue  # native libraries write plain lines to stderr
         document = json.loads(line)
-        if document.get("logger") == "service.access":
+        if document.get("logger") == "service.access" and document["request_id"].startswith(
+            ("load-", "slow-")
+        ):
             end = datetime.fromisoformat(document["time"]).timestamp()
             start = end - document["duration_ms"] / 1000
             served[document["request_id"]] = (start, end, document["status"])
     return served
+
+
+def _wait(condition: Callable[[], bool], what: str) -> None:
+    """Poll until ``condition`` holds; fail after HOLD seconds (a wait, not a timing check)."""
+    deadline = time.monotonic() + HOLD
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {HOLD:.0f} s"
+        time.sleep(0.02)
+
+
+def _predictions_in_flight(server: ServerProcess) -> float:
+    """The server's own count of prediction requests it has started and not yet answered."""
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "http_predictions_in_flight":
+                return sample.value
+    raise AssertionError("no http_predictions_in_flight in /metrics")
+
+
+def _refuses_connections(server: ServerProcess) -> bool:
+    try:
+        httpx.get(server.url + "/healthz", headers={"x-request-id": "probe"}, timeout=5)
+    except httpx.ConnectError:
+        return True
+    except httpx.TransportError:
+        return False  # connected just before the listener closed, then closed: look again
+    return False
+
+
+def _log_index(lines: list[str], fragment: str) -> int:
+    found = [i for i, line in enumerate(lines) if fragment in line]
+    assert found, f"no log line with {fragment!r}"
+    return found[0]
 
 
 @pytest.fixture
@@ -73,10 +120,21 @@ def server(artifacts_copy: Path, tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 def test_sigterm_during_load_loses_nothing(server: ServerProcess) -> None:
+    """Six clients post back to back on keep-alive connections and four uploads are still
+    arriving when SIGTERM comes. The server stops accepting connections, answers every request
+    it has started (the uploads included, once the test lets them finish), then exits 0.
+
+    A request the client has begun is not necessarily one the server has started: uvicorn
+    notices SIGTERM at its next tick (every 0.1 s) and closes each keep-alive connection with no
+    request in progress, and a request written on such a connection just before (even if the
+    client began it before SIGTERM) is never read. The client sees the connection reset; the
+    server did nothing with it (no access line), so it is safe to retry. That is the keep-alive
+    race of the README, not a lost request: what is checked is every request the server
+    started, by its own access log, and that nothing failed before SIGTERM."""
     outcomes: list[Outcome] = []
     lock = threading.Lock()
     stop = threading.Event()
-    terminated = threading.Event()
+    release = threading.Event()  # the uploads' last part is sent once this is set
     body = json.dumps({"instances": [ROW] * 200}).encode()
 
     def steady(worker: int) -> None:
@@ -98,10 +156,9 @@ def test_sigterm_during_load_loses_nothing(server: ServerProcess) -> None:
         request_id = f"slow-{worker}"
 
         def chunks() -> Iterator[bytes]:
-            yield b'{"instances": [[5.1, 3.5, '
-            terminated.wait(30)
-            time.sleep(1.0)
-            yield b"1.4, 0.2]]}"
+            yield HEAD
+            release.wait(HOLD)
+            yield TAIL
 
         headers = {"content-type": "application/json", "x-request-id": request_id}
         outcome = _outcome(
@@ -110,33 +167,43 @@ def test_sigterm_during_load_loses_nothing(server: ServerProcess) -> None:
             server.url + "/predict",
             content=chunks(),
             headers=headers,
-            timeout=30,
+            timeout=HOLD + 30,
         )
         with lock:
             outcomes.append(outcome)
 
-    threads = [threading.Thread(target=steady, args=(w,)) for w in range(6)]
-    threads += [threading.Thread(target=slow_upload, args=(w,)) for w in range(4)]
-    for thread in threads:
-        thread.start()
-    time.sleep(2.0)  # load running, slow uploads started
-    assert server.process is not None
-    sigterm = time.time()
-    server.process.send_signal(signal.SIGTERM)
-    terminated.set()
-    time.sleep(0.5)
-    # Draining (the slow uploads are still arriving): new connections are refused.
-    assert server.process.poll() is None, "the server must wait for requests in flight"
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(server.url + "/healthz", timeout=2)
-    code = server.process.wait(timeout=30)
+    def answered(worker: int) -> int:
+        with lock:
+            return sum(o.request_id.startswith(f"load-{worker}-") for o in outcomes)
+
+    uploads = [threading.Thread(target=slow_upload, args=(w,)) for w in range(4)]
+    load = [threading.Thread(target=steady, args=(w,)) for w in range(6)]
+    assert server.process is not None and server.log_path is not None
+    try:
+        for thread in uploads:
+            thread.start()
+        # The server has started the four uploads (admitted, reading their bodies)...
+        _wait(lambda: _predictions_in_flight(server) == 4, "the four uploads in flight")
+        for thread in load:
+            thread.start()
+        # ... and every client has been answered a few times: the load is under way.
+        _wait(lambda: all(answered(w) >= 100 for w in range(6)), "the load under way")
+        sigterm = time.time()
+        server.process.send_signal(signal.SIGTERM)
+        # Draining: new connections are refused while the process waits for the uploads (held
+        # by this test, so it cannot have finished them).
+        _wait(lambda: _refuses_connections(server), "new connections refused after SIGTERM")
+        assert server.process.poll() is None, "the server must wait for requests in flight"
+    finally:
+        release.set()
+    code = server.process.wait(timeout=HOLD)
     exited = time.time() - sigterm
     stop.set()
-    for thread in threads:
-        thread.join(timeout=30)
+    for thread in uploads + load:
+        thread.join(HOLD)
 
-    assert server.log_path is not None
     served = _served(server.log_path)
+    log = server.log_path.read_text()
     # In flight at SIGTERM: the server had started it and had not yet answered it.
     in_flight = [
         o
@@ -146,31 +213,45 @@ def test_sigterm_during_load_loses_nothing(server: ServerProcess) -> None:
     completed = [o for o in in_flight if o.result == "200"]
     # Lost: the server took the request but the client did not get its 200.
     lost = [o for o in outcomes if o.request_id in served and o.result != "200"]
-    unread = [o for o in outcomes if o.result == "dropped" and o.request_id not in served]
-    after = [o for o in outcomes if o.sent > sigterm and o.result == "refused"]
+    unanswered = [o for o in outcomes if o.result != "200"]
+    unread = [o for o in unanswered if o.result == "dropped" and o.request_id not in served]
+    refused = [o for o in unanswered if o.result == "refused"]
+    early = [o for o in unread if o.sent < sigterm]
     slow = [o for o in outcomes if o.request_id.startswith("slow-")]
-    sent_before = [o for o in outcomes if o.sent < sigterm]
     print(
         f"\nSIGTERM under load: {len(outcomes)} requests; {len(in_flight)} in flight at SIGTERM, "
-        f"{len(completed)} of them completed 200, {len(lost)} lost; all {len(sent_before)} sent "
-        f"before SIGTERM answered 200 = {all(o.result == '200' for o in sent_before)}; after "
-        f"SIGTERM {len(after)} refused and {len(unread)} closed unread (sent on a keep-alive "
-        f"connection as the server closed it, never started); exit code {code} after "
-        f"{exited:.2f} s (SHUTDOWN_TIMEOUT_SECONDS=10)"
+        f"{len(completed)} of them completed 200, {len(lost)} lost; all {len(served)} the server "
+        f"started answered 200 = {all(s == 200 for _, _, s in served.values())}; after SIGTERM "
+        f"{len(refused)} refused and {len(unread)} closed unread (sent on a keep-alive connection "
+        f"as the server closed it, never started; {len(early)} of them begun by the client before "
+        f"SIGTERM); exit code {code} after {exited:.2f} s "
+        f"(SHUTDOWN_TIMEOUT_SECONDS=10)"
     )
     assert code == 0
-    assert exited < 10
+    # It drained: nothing was still running at the shutdown deadline to be cancelled.
+    assert "graceful shutdown exceeded" not in log
+    # Every request the server started was answered 200, and the client got that answer.
     assert not lost, lost
     assert all(status == 200 for _, _, status in served.values())
+    # Every answer the client got was logged: no access line is lost at exit.
+    assert {o.request_id for o in outcomes if o.result == "200"} <= set(served)
+    # The uploads were in flight at SIGTERM (started before it, finished after) and completed.
     assert [o.result for o in slow] == ["200"] * 4
-    assert len(in_flight) >= 4 and len(completed) == len(in_flight)
-    assert all(o.result == "200" for o in sent_before)
-    assert all(o.result in ("200", "refused", "dropped") for o in outcomes)
+    assert {o.request_id for o in slow} <= {o.request_id for o in in_flight}
+    assert len(completed) == len(in_flight)
+    # Anything else was refused (a new connection) or closed unread, never started, and only
+    # once the server had been told to stop: nothing failed before SIGTERM.
+    assert {o.result for o in unanswered} <= {"refused", "dropped"}
+    assert all(o.request_id not in served for o in unanswered)
+    assert all(o.ended > sigterm for o in unanswered), [o for o in unanswered if o.ended <= sigterm]
 
 
 def test_a_request_longer_than_the_timeout_does_not_hold_the_exit(
     artifacts_copy: Path, tmp_path: Path
 ) -> None:
+    """An upload that never completes does not keep the process alive: at the drain deadline
+    (SHUTDOWN_TIMEOUT_SECONDS less the second kept for the exit) uvicorn cancels it, then the
+    lifespan shutdown runs and the process exits 0 by itself."""
     server = ServerProcess(
         artifacts_copy,
         log_path=tmp_path / "server.log",
@@ -178,33 +259,52 @@ def test_a_request_longer_than_the_timeout_does_not_hold_the_exit(
         shutdown_timeout_seconds=3,
     )
     server.start(wait="/readyz")
-    stalled = threading.Event()
+    release = threading.Event()  # set only once the server has exited
+    outcomes: list[Outcome] = []
 
     def chunks() -> Iterator[bytes]:
         yield b'{"instances": [[5.1, '
-        stalled.set()
-        time.sleep(20)
+        release.wait(HOLD)
         yield b"3.5, 1.4, 0.2]]}"
 
     def upload() -> None:
-        headers = {"content-type": "application/json"}
-        _outcome("stalled", httpx.post, server.url + "/predict", content=chunks(), headers=headers)
+        headers = {"content-type": "application/json", "x-request-id": "stalled"}
+        outcomes.append(
+            _outcome(
+                "stalled",
+                httpx.post,
+                server.url + "/predict",
+                content=chunks(),
+                headers=headers,
+                timeout=HOLD + 30,
+            )
+        )
 
+    uploader = threading.Thread(target=upload, daemon=True)
+    uploader.start()
     try:
-        threading.Thread(target=upload, daemon=True).start()
-        assert stalled.wait(10)
-        time.sleep(0.2)
+        _wait(lambda: _predictions_in_flight(server) == 1, "the stalled upload in flight")
         assert server.process is not None
         start = time.monotonic()
         os.kill(server.process.pid, signal.SIGTERM)
-        code = server.process.wait(timeout=15)
+        code = server.process.wait(timeout=HOLD)
         seconds = time.monotonic() - start
     finally:
+        release.set()
         server.stop()
+    uploader.join(HOLD)
     print(
         f"\na request stalled past SHUTDOWN_TIMEOUT_SECONDS=3: exit code {code} after {seconds:.2f} s"
     )
     assert code == 0
-    assert 2 <= seconds < 3  # the request had 3 s less 1 s kept for the exit
     assert server.log_path is not None
-    assert "graceful shutdown exceeded" in server.log_path.read_text()
+    lines = server.log_path.read_text().splitlines()
+    # The order of events: SIGTERM noticed, the stalled request cancelled at the deadline, then
+    # the lifespan shutdown and the end of the process.
+    noticed = _log_index(lines, "Shutting down")
+    cancelled = _log_index(lines, "graceful shutdown exceeded")
+    lifespan = _log_index(lines, "Waiting for application shutdown")
+    finished = _log_index(lines, "Finished server process")
+    assert noticed < cancelled < lifespan < finished
+    # The client never got an answer: its request was abandoned, not answered late.
+    assert [o.result for o in outcomes] != ["200"]

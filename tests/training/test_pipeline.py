@@ -53,27 +53,27 @@ def _decode(directory: Path, data_path: Path | None = None):
 
 
 @pytest.mark.slow
-def test_iris_reaches_90_percent_and_publishes_every_file(iris_bundle: Path) -> None:
-    assert iris_bundle.name == "1"
-    assert iris_bundle.parent.name == "iris"
+def test_iris_reaches_90_percent_and_publishes_every_file(default_iris_bundle: Path) -> None:
+    assert default_iris_bundle.name == "1"
+    assert default_iris_bundle.parent.name == "iris"
     for name in DESIGN_FILES:
-        assert (iris_bundle / name).is_file(), name
-        assert (iris_bundle / name).stat().st_size > 0, name
-    assert sorted(bundle.verify_manifest(iris_bundle)) == sorted(
+        assert (default_iris_bundle / name).is_file(), name
+        assert (default_iris_bundle / name).stat().st_size > 0, name
+    assert sorted(bundle.verify_manifest(default_iris_bundle)) == sorted(
         set(DESIGN_FILES) - {bundle.MANIFEST}
     )
-    metrics = _metrics(iris_bundle)
-    metadata = bundle.read_metadata(iris_bundle)
+    metrics = _metrics(default_iris_bundle)
+    metadata = bundle.read_metadata(default_iris_bundle)
     assert metrics["accuracy"] >= 0.9
     assert metadata.metrics["accuracy"] == metrics["accuracy"]
     assert metadata.metrics["macro_f1"] == pytest.approx(metrics["macro_f1"])
     assert metrics["test_rows"] == metadata.training["test_rows"] == 30
-    assert _leftovers(iris_bundle.parent) == []
+    assert _leftovers(default_iris_bundle.parent) == []
 
 
 @pytest.mark.slow
-def test_iris_report_is_consistent(iris_bundle: Path) -> None:
-    metrics = _metrics(iris_bundle)
+def test_iris_report_is_consistent(default_iris_bundle: Path) -> None:
+    metrics = _metrics(default_iris_bundle)
     assert list(metrics["per_class"]) == IRIS_CLASSES
     assert sum(row["support"] for row in metrics["per_class"].values()) == metrics["test_rows"]
     for row in metrics["per_class"].values():
@@ -86,13 +86,13 @@ def test_iris_report_is_consistent(iris_bundle: Path) -> None:
     assert matrix.sum() == metrics["test_rows"]
     assert np.trace(matrix) / matrix.sum() == pytest.approx(metrics["accuracy"])
     assert matrix.sum(axis=1).tolist() == [r["support"] for r in metrics["per_class"].values()]
-    png = (iris_bundle / bundle.CONFUSION_MATRIX_PNG).read_bytes()
+    png = (default_iris_bundle / bundle.CONFUSION_MATRIX_PNG).read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
 
 
 @pytest.mark.slow
-def test_sparse_labels_decode_through_the_fitted_encoder(iris_bundle: Path) -> None:
-    loaded, probabilities, labels, y_test = _decode(iris_bundle)
+def test_sparse_labels_decode_through_the_fitted_encoder(default_iris_bundle: Path) -> None:
+    loaded, probabilities, labels, y_test = _decode(default_iris_bundle)
     assert loaded.metadata.encoding == "sparse"
     assert loaded.metadata.training["loss"] == "sparse_categorical_crossentropy"
     assert loaded.encoder.classes_.tolist() == loaded.metadata.classes == IRIS_CLASSES
