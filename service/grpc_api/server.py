@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service.dataplane import DataPlane
+from service import typed
+from service.dataplane import OFFLOAD_BYTES, DataPlane
 from service.errors import ModelNotReady, Overloaded, ServiceError, Unauthorized
 from service.grpc_api import codec
 from service.grpc_api import grpc_predict_v2_pb2 as pb
@@ -29,12 +33,14 @@ from service.model import LoadedModel
 from service.observability.logs import AccessLog, RequestContext, current_request
 from service.observability.middleware import new_request_id
 from service.protocols import v2
+from service.protocols.common import INPUT_NAME, OUTPUT_NAMES
 from service.settings import Settings
 
 log = logging.getLogger("service.grpc")
 
 SERVICE = "inference.GRPCInferenceService"
 Code = grpc.StatusCode
+_CODE_NAMES = {code: code.name for code in Code}  # an enum's name is a property: slow
 # Our errors' HTTP statuses as gRPC status codes.
 STATUS_CODES = {
     400: Code.INVALID_ARGUMENT,
@@ -48,8 +54,23 @@ STATUS_CODES = {
 }
 
 
+# The outputs a request that names none gets: every output, as binary data (always, over gRPC).
+_EVERY_OUTPUT = [(name, True) for name in OUTPUT_NAMES]
+# Up to this many rows, checking values in plain Python beats numpy's per-call overhead.
+_SMALL_ROWS = 8
+_LOW, _HIGH = -typed.MAX_ABS_VALUE, typed.MAX_ABS_VALUE
+_FP32 = np.dtype("<f4")
+
+
 class InferCodec:
-    """A ModelInferRequest to the V2 document, read by the V2 codec; the answer back."""
+    """A ModelInferRequest to the V2 document, read by the V2 codec; the answer back.
+
+    The common request (what tritonclient sends: one FP32 ``features`` tensor in
+    raw_input_contents, no parameters, no outputs named, for a numeric model) is read straight
+    from its bytes with the V2 parser's checks (finite, within ±MAX_ABS_VALUE, the shape, the
+    size); anything else, and any value those checks would refuse, takes the general path (the
+    document, read by the V2 parser), which gives the errors. The answer is built straight from
+    the probabilities, as :func:`codec.response_from_answer` builds it from the V2 answer."""
 
     protocol: ClassVar[str] = "grpc"
     invalid_status: ClassVar[int] = 400
@@ -57,10 +78,52 @@ class InferCodec:
     def decode(
         self, request: pb.ModelInferRequest, model: LoadedModel, max_rows: int
     ) -> v2.InferRequest:
+        x = self._common_matrix(request, model, max_rows)
+        if x is not None:
+            return v2.InferRequest(
+                x=x, id=request.id or str(uuid.uuid4()), outputs=list(_EVERY_OUTPUT)
+            )
         if len(request.inputs) > model.n_features:  # refused before converting them all
             v2.refuse_input_count(len(request.inputs), model)
         document, binary = codec.request_to_document(request)
         return v2.read_document(document, binary, model, max_rows)
+
+    @staticmethod
+    def _common_matrix(
+        request: pb.ModelInferRequest, model: LoadedModel, max_rows: int
+    ) -> np.ndarray | None:
+        """The matrix of the common request, or None: not that request, or a value, shape or
+        size the general path must judge (and name)."""
+        if request.parameters or request.outputs or len(request.inputs) != 1:
+            return None
+        raw = request.raw_input_contents
+        if len(raw) != 1 or not model.numeric_only or INPUT_NAME in model.feature_names:
+            return None
+        tensor = request.inputs[0]
+        if (
+            tensor.name != INPUT_NAME
+            or tensor.datatype != "FP32"
+            or tensor.parameters
+            or tensor.HasField("contents")
+        ):
+            return None
+        shape = tensor.shape
+        width = model.n_features
+        if len(shape) != 2 or shape[1] != width:
+            return None
+        rows = shape[0]
+        data = raw[0]
+        if not 0 < rows <= max_rows or len(data) != rows * width * 4:
+            return None
+        values = np.frombuffer(data, dtype=_FP32)
+        if rows <= _SMALL_ROWS:
+            low, high = _LOW, _HIGH
+            for value in values.tolist():
+                if not low <= value <= high:  # NaN and infinities fail too
+                    return None
+        elif typed.bounded_array(values) is None:
+            return None
+        return values.reshape(rows, width).astype(np.float32)  # a copy: writable, aligned
 
     def encode(
         self,
@@ -69,11 +132,66 @@ class InferCodec:
         parsed: v2.InferRequest,
         probabilities: Any,
     ) -> pb.ModelInferResponse:
-        answer, chunks = v2.answer_parts(request.model_name, model, parsed, probabilities)
-        return codec.response_from_answer(answer, chunks)
+        if not all(binary for _, binary in parsed.outputs):  # never over gRPC: as REST would
+            answer, chunks = v2.answer_parts(request.model_name, model, parsed, probabilities)
+            return codec.response_from_answer(answer, chunks)
+        # What v2.answer_parts then codec.response_from_answer give, without the V2 answer.
+        probabilities = np.asarray(probabilities, dtype=_FP32)  # as answer_parts sends them
+        rows, classes = probabilities.shape
+        response = pb.ModelInferResponse(
+            model_name=request.model_name, model_version=str(model.version), id=parsed.id
+        )
+        add = response.outputs.add
+        chunks = []
+        for name, _ in parsed.outputs:
+            if name == "probabilities":
+                add(name=name, datatype="FP32", shape=(rows, classes))
+                chunks.append(probabilities.tobytes())
+            else:
+                add(name=name, datatype="BYTES", shape=(rows,))
+                framed = _framed_labels(model.labels)
+                chunks.append(b"".join([framed[i] for i in model.label_indices(probabilities)]))
+        response.raw_output_contents.extend(chunks)
+        return response
 
 
 INFER = InferCodec()
+_FRAMED: dict[int, tuple[Any, list[bytes]]] = {}
+
+
+def _framed_labels(labels: Any) -> list[bytes]:
+    """Each label as the ``label`` output's BYTES data frames it (v2.answer_parts: a 4-byte
+    little-endian length, then the UTF-8 text of ``str(label)``), computed once per model."""
+    cached = _FRAMED.get(id(labels))
+    if cached is not None and cached[0] is labels:
+        return cached[1]
+    encoded = [str(label).encode() for label in labels]
+    framed = [struct.pack("<I", len(b)) + b for b in encoded]
+    if len(_FRAMED) >= 8:  # a few versions at a time; old ones go
+        _FRAMED.clear()
+    _FRAMED[id(labels)] = (labels, framed)
+    return framed
+
+
+class TimedInfer(InferCodec):
+    """:class:`InferCodec` for a request decoded on the event loop, under an
+    ``asyncio.timeout`` that has no deadline yet: REQUEST_TIMEOUT_SECONDS can only fire at an
+    await point, and the data plane's one await point then is the model's batcher. The deadline
+    (from the call's start) is set when the data plane hands over the model it uses, if that
+    model has a batcher; with none, nothing awaits and no timer is scheduled."""
+
+    __slots__ = ("deadline", "timeout")
+
+    def __init__(self, timeout: asyncio.Timeout, deadline: float) -> None:
+        self.timeout = timeout
+        self.deadline = deadline
+
+    def decode(
+        self, request: pb.ModelInferRequest, model: LoadedModel, max_rows: int
+    ) -> v2.InferRequest:
+        if model.batcher is not None:
+            self.timeout.reschedule(self.deadline)
+        return super().decode(request, model, max_rows)
 
 
 def _metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:
@@ -110,7 +228,7 @@ def _rpc(method: str) -> Callable[..., Any]:
                 current_request.reset(token)
                 seconds = time.perf_counter() - started
                 if self.sink is not None:
-                    self.sink.observe_grpc(method, code.name, seconds)
+                    self.sink.observe_grpc(method, _CODE_NAMES[code], seconds)
                 if self.access_log.enabled():
                     self.access_log.write(
                         request_id, "GRPC", route, route, status, seconds, state.model_version
@@ -185,13 +303,22 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if sink is not None:
             sink.prediction_started()
         try:
-            async with asyncio.timeout(self.settings.request_timeout_seconds):
+            size = request.ByteSize()
+            seconds = self.settings.request_timeout_seconds
+            if size >= OFFLOAD_BYTES:  # decoded on a worker thread: awaited
+                async with asyncio.timeout(seconds):
+                    return await plane.infer(
+                        INFER, request, request.model_name, request.model_version or None, size
+                    )
+            # Decoded and encoded on the event loop: the one await point is a batcher's, if the
+            # model the data plane uses has one (TimedInfer.decode sets the deadline then).
+            async with asyncio.timeout(None) as timeout:
                 return await plane.infer(
-                    INFER,
+                    TimedInfer(timeout, asyncio.get_running_loop().time() + seconds),
                     request,
                     request.model_name,
                     request.model_version or None,
-                    request.ByteSize(),
+                    size,
                 )
         except TimeoutError:
             if sink is not None:

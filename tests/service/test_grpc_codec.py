@@ -18,7 +18,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from tritonclient.grpc import service_pb2 as triton_pb2
 from tritonclient.grpc._utils import _get_inference_request
 
-from service.errors import InvalidInput
+from service.errors import InvalidInput, ServiceError
 from service.grpc_api import _generate
 from service.grpc_api import grpc_predict_v2_pb2 as pb
 from service.grpc_api import grpc_predict_v2_pb2_grpc as pb_grpc
@@ -614,3 +614,208 @@ def test_plain_values_into_parameters_and_back(value: Any, field: str) -> None:
 def test_a_value_no_parameter_holds() -> None:
     with pytest.raises(ValueError, match=r"outputs\.parameters\.x is a list"):
         set_parameter(pb.InferParameter(), [1], "outputs.parameters.x")
+
+
+# -- the server's fast path for the common request, against the general path -----------------
+def _general(request: Any, model: Any, max_rows: int) -> v2.InferRequest:
+    """What the server's codec does for any request: the document, read by the V2 parser."""
+    if len(request.inputs) > model.n_features:
+        v2.refuse_input_count(len(request.inputs), model)
+    document, binary = request_to_document(request)
+    return v2.read_document(document, binary, model, max_rows)
+
+
+def _general_response(request: Any, model: Any, parsed: Any, probabilities: Any) -> Any:
+    answer, chunks = v2.answer_parts(request.model_name, model, parsed, probabilities)
+    return response_from_answer(answer, chunks)
+
+
+def _fp32_request(
+    values: list[float], shape: list[int], request_id: str = "r-1", **extra: Any
+) -> Any:
+    request = pb.ModelInferRequest(model_name="iris", id=request_id)
+    request.inputs.add(name="features", datatype="FP32", shape=shape)
+    request.raw_input_contents.append(struct.pack(f"<{len(values)}f", *values))
+    for key, value in extra.items():
+        extra_setters[key](request, value)
+    return pb.ModelInferRequest.FromString(request.SerializeToString())
+
+
+extra_setters: dict[str, Any] = {
+    "name": lambda r, v: setattr(r.inputs[0], "name", v),
+    "datatype": lambda r, v: setattr(r.inputs[0], "datatype", v),
+    "raw": lambda r, v: r.raw_input_contents.__setitem__(0, v),
+    "more_raw": lambda r, v: r.raw_input_contents.append(v),
+    "input_parameter": lambda r, v: set_parameter(r.inputs[0].parameters[v[0]], v[1]),
+    "parameter": lambda r, v: set_parameter(r.parameters[v[0]], v[1]),
+    "output": lambda r, v: r.outputs.add(name=v),
+    "output_parameter": lambda r, v: set_parameter(r.outputs[0].parameters[v[0]], v[1]),
+    "contents": lambda r, v: r.inputs[0].contents.fp32_contents.extend(v),
+    "second_input": lambda r, v: r.inputs.add(name=v, datatype="FP32", shape=[1, 4]),
+}
+
+ROW = [5.1, 3.5, 1.4, 0.2]
+FAST_CASES: dict[str, tuple[list[float], list[int], dict[str, Any]]] = {
+    "one row": (ROW, [1, 4], {}),
+    "two rows": (ROWS.ravel().tolist(), [2, 4], {}),
+    "nine rows (numpy checks)": (ROW * 9, [9, 4], {}),
+    "negative and zero": ([-0.0, 0.0, -3.25, 1e-30], [1, 4], {}),
+    "at the limit": ([1e15, -1e15, 9.9e14, 0], [1, 4], {}),
+}
+FALLBACK_CASES: dict[str, tuple[list[float], list[int], dict[str, Any]]] = {
+    "nan": ([math.nan, 1, 2, 3], [1, 4], {}),
+    "inf": ([1, math.inf, 2, 3], [1, 4], {}),
+    "-inf in row 9": ([*ROW * 8, 1, 2, 3, -math.inf], [9, 4], {}),
+    "nan in row 9": ([*ROW * 8, 1, 2, math.nan, 4], [9, 4], {}),
+    "huge": ([1, 2, 3e16, 4], [1, 4], {}),
+    "huge in row 9": ([*ROW * 8, 1, 2, 3, 2e15], [9, 4], {}),
+    "max float32": ([1, 2, 3, 3.4e38], [1, 4], {}),
+    "three columns": ([1, 2, 3], [1, 3], {}),
+    "five columns": ([1, 2, 3, 4, 5], [1, 5], {}),
+    "one dimension": (ROW, [4], {}),
+    "three dimensions": (ROW, [1, 1, 4], {}),
+    "no rows": ([], [0, 4], {}),
+    "more rows than data": (ROW, [2, 4], {}),
+    "less data than rows": (ROW * 2, [1, 4], {}),
+    "too many rows": (ROW * 101, [101, 4], {}),
+    "negative dimension": (ROW, [-1, 4], {}),
+    "short raw": (ROW, [1, 4], {"raw": b"\0" * 15}),
+    "fp64": (ROW, [1, 4], {"datatype": "FP64"}),
+    "fp16": (ROW, [1, 4], {"datatype": "FP16"}),
+    "int32": (ROW, [1, 4], {"datatype": "INT32"}),
+    "bytes datatype": (ROW, [1, 4], {"datatype": "BYTES"}),
+    "another name": (ROW, [1, 4], {"name": "petal_length"}),
+    "two raw": (ROW, [1, 4], {"more_raw": b"\0" * 16}),
+    "second input": (ROW, [1, 4], {"second_input": "features"}),
+    "client binary_data_size": (ROW, [1, 4], {"input_parameter": ("binary_data_size", 16)}),
+    "shared memory": (ROW, [1, 4], {"input_parameter": ("shared_memory_region", "r")}),
+    "input parameter": (ROW, [1, 4], {"input_parameter": ("x", 1)}),
+    "binary_data_output false": (ROW, [1, 4], {"parameter": ("binary_data_output", False)}),
+    "request parameter": (ROW, [1, 4], {"parameter": ("priority", 1)}),
+    "label asked": (ROW, [1, 4], {"output": "label"}),
+    "probabilities asked": (ROW, [1, 4], {"output": "probabilities"}),
+    "unknown output": (ROW, [1, 4], {"output": "logits"}),
+    "output as json": (
+        ROW,
+        [1, 4],
+        {"output": "label", "output_parameter": ("binary_data", False)},
+    ),
+    "classification": (
+        ROW,
+        [1, 4],
+        {"output": "label", "output_parameter": ("classification", 2)},
+    ),
+    "raw and contents": (ROW, [1, 4], {"contents": ROW}),
+}
+
+
+def _outcome(decode: Any, request: Any, model: Any) -> Any:
+    try:
+        parsed = decode(request, model, 100)
+    except ServiceError as exc:  # InvalidInput, PayloadTooLarge
+        return type(exc), exc.status_code, exc.message
+    return parsed
+
+
+def _same(request: Any, model: Any) -> Any:
+    """The server's codec and the general path agree: the same error, or the same matrix, id,
+    outputs, and byte for byte the same response."""
+    from service.grpc_api.server import INFER
+
+    fast = _outcome(INFER.decode, request, model)
+    general = _outcome(_general, request, model)
+    if isinstance(general, tuple):
+        assert fast == general
+        return None
+    assert isinstance(fast, v2.InferRequest)
+    assert fast.x.dtype == general.x.dtype == np.float32
+    assert fast.x.shape == general.x.shape
+    assert fast.x.tobytes() == general.x.tobytes()
+    assert fast.x.flags.writeable and fast.x.flags.c_contiguous
+    assert fast.outputs == general.outputs
+    if request.id:
+        assert fast.id == general.id == request.id
+    else:  # a fresh uuid4 each, as the general path gives
+        assert len(fast.id) == 36 and fast.id.count("-") == 4
+        fast.id = general.id
+    rows = len(general.x)
+    probabilities = np.linspace(0.05, 0.9, rows * 3, dtype=np.float32).reshape(rows, 3)
+    for p in (probabilities, probabilities.astype(np.float64), probabilities.tolist()):
+        ours_ = INFER.encode(request, model, fast, p).SerializeToString()
+        assert ours_ == _general_response(request, model, general, p).SerializeToString()
+    return fast
+
+
+@pytest.mark.parametrize("case", list(FAST_CASES))
+def test_the_common_request_takes_the_fast_path_and_answers_as_the_general_one(case: str) -> None:
+    from service.grpc_api.server import INFER
+
+    values, shape, extra = FAST_CASES[case]
+    model = _numeric_model()
+    for request_id in ("r-1", ""):
+        request = _fp32_request(values, shape, request_id, **extra)
+        assert INFER._common_matrix(request, model, 100) is not None
+        assert _same(request, model) is not None
+
+
+@pytest.mark.parametrize("case", list(FALLBACK_CASES))
+def test_any_other_request_takes_the_general_path(case: str) -> None:
+    from service.grpc_api.server import INFER
+
+    values, shape, extra = FALLBACK_CASES[case]
+    model = _numeric_model()
+    request = _fp32_request(values, shape, **extra)
+    assert INFER._common_matrix(request, model, 100) is None
+    _same(request, model)
+
+
+def test_the_fast_path_needs_a_numeric_model_not_named_features() -> None:
+    from service.grpc_api.server import INFER
+
+    request = _fp32_request(ROW, [1, 4])
+    for changes in ({"numeric_only": False}, {"feature_names": ["features", "b", "c", "d"]}):
+        model = _numeric_model()
+        for key, value in changes.items():
+            setattr(model, key, value)
+        assert INFER._common_matrix(request, model, 100) is None
+    one = _numeric_model()
+    one.n_features, one.feature_names = 1, ["x"]
+    _same(_fp32_request([2.5], [1, 1]), one)
+    _same(_fp32_request(ROW, [1, 4]), one)
+
+
+def test_the_answer_of_every_output_asked_is_the_general_one() -> None:
+    from service.grpc_api.server import INFER
+
+    model = _numeric_model()
+    request = _fp32_request(ROW, [1, 4])
+    probabilities = np.array([[0.2, 0.3, 0.5]], dtype=np.float32)
+    for outputs in (
+        [("probabilities", True), ("label", True)],
+        [("label", True), ("probabilities", True)],
+        [("label", True)],
+        [("probabilities", True)],
+        [("label", False), ("probabilities", True)],  # never over gRPC: the general path's bug
+    ):
+        parsed = v2.InferRequest(x=ROWS[:1], id="r-2", outputs=outputs)
+        try:
+            expected: Any = _general_response(request, model, parsed, probabilities)
+        except ValueError as exc:
+            with pytest.raises(ValueError, match=str(exc)):
+                INFER.encode(request, model, parsed, probabilities)
+            continue
+        answer = INFER.encode(request, model, parsed, probabilities)
+        assert answer.SerializeToString() == expected.SerializeToString()
+
+
+@pytest.mark.parametrize("batcher", [None, object()])
+def test_the_timeout_gets_its_deadline_only_for_a_model_with_a_batcher(batcher: Any) -> None:
+    from service.grpc_api.server import TimedInfer
+
+    set_to: list[float] = []
+    timeout = SimpleNamespace(reschedule=set_to.append)
+    model = _numeric_model()
+    model.batcher = batcher
+    parsed = TimedInfer(timeout, 12.5).decode(_fp32_request(ROW, [1, 4]), model, 100)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(parsed.x, np.array([ROW], dtype=np.float32))
+    assert set_to == ([] if batcher is None else [12.5])
