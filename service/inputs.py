@@ -291,7 +291,7 @@ def _check_records(
 
 def _to_matrix(rows: list[list[Any]], locate: Any) -> np.ndarray:
     """Strict numbers to float32; on failure find and name the first bad cell."""
-    if len(rows) <= _SMALL and _plain_numbers(rows):
+    if len(rows) <= SMALL_ROWS and plain_numbers(rows):
         return np.array(rows, dtype=np.float32)
     if set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
         matrix = bounded_array(rows)
@@ -312,10 +312,10 @@ def _to_matrix(rows: list[list[Any]], locate: Any) -> np.ndarray:
 
 
 # Up to this many rows, checking values in plain Python beats numpy's per-call overhead.
-_SMALL = 8
+SMALL_ROWS = 8
 
 
-def _plain_numbers(rows: list[list[Any]]) -> bool:
+def plain_numbers(rows: list[list[Any]]) -> bool:
     """True when every value is an int or a float within ±MAX_ABS_VALUE (hence finite): what
     the numpy checks accept, for a few rows at a fraction of their cost."""
     low, high = -MAX_ABS_VALUE, MAX_ABS_VALUE
@@ -352,7 +352,7 @@ def parse_csv_body(body: bytes, schema: Schema) -> Parsed:
         lines.pop()
     if not lines:
         raise MalformedBody("empty CSV body; send a header row and at least one data row")
-    fast = _plain_csv(lines, schema) if len(lines) > _SMALL and schema.typed is None else None
+    fast = _plain_csv(lines, schema) if len(lines) > SMALL_ROWS and schema.typed is None else None
     if fast is not None:
         return Parsed(fast)
     try:

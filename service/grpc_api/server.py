@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,7 +21,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service import typed
+from service import inputs, typed
 from service.dataplane import OFFLOAD_BYTES, DataPlane
 from service.errors import ModelNotReady, Overloaded, ServiceError, Unauthorized
 from service.grpc_api import codec
@@ -56,9 +55,6 @@ STATUS_CODES = {
 
 # The outputs a request that names none gets: every output, as binary data (always, over gRPC).
 _EVERY_OUTPUT = [(name, True) for name in OUTPUT_NAMES]
-# Up to this many rows, checking values in plain Python beats numpy's per-call overhead.
-_SMALL_ROWS = 8
-_LOW, _HIGH = -typed.MAX_ABS_VALUE, typed.MAX_ABS_VALUE
 _FP32 = np.dtype("<f4")
 
 
@@ -116,11 +112,9 @@ class InferCodec:
         if not 0 < rows <= max_rows or len(data) != rows * width * 4:
             return None
         values = np.frombuffer(data, dtype=_FP32)
-        if rows <= _SMALL_ROWS:
-            low, high = _LOW, _HIGH
-            for value in values.tolist():
-                if not low <= value <= high:  # NaN and infinities fail too
-                    return None
+        if rows <= inputs.SMALL_ROWS:  # the V2 parser's own checks (inputs._to_matrix's)
+            if not inputs.plain_numbers((values.tolist(),)):
+                return None
         elif typed.bounded_array(values) is None:
             return None
         return values.reshape(rows, width).astype(np.float32)  # a copy: writable, aligned
@@ -149,28 +143,12 @@ class InferCodec:
                 chunks.append(probabilities.tobytes())
             else:
                 add(name=name, datatype="BYTES", shape=(rows,))
-                framed = _framed_labels(model.labels)
-                chunks.append(b"".join([framed[i] for i in model.label_indices(probabilities)]))
+                chunks.append(v2.label_bytes(model, probabilities))
         response.raw_output_contents.extend(chunks)
         return response
 
 
 INFER = InferCodec()
-_FRAMED: dict[int, tuple[Any, list[bytes]]] = {}
-
-
-def _framed_labels(labels: Any) -> list[bytes]:
-    """Each label as the ``label`` output's BYTES data frames it (v2.answer_parts: a 4-byte
-    little-endian length, then the UTF-8 text of ``str(label)``), computed once per model."""
-    cached = _FRAMED.get(id(labels))
-    if cached is not None and cached[0] is labels:
-        return cached[1]
-    encoded = [str(label).encode() for label in labels]
-    framed = [struct.pack("<I", len(b)) + b for b in encoded]
-    if len(_FRAMED) >= 8:  # a few versions at a time; old ones go
-        _FRAMED.clear()
-    _FRAMED[id(labels)] = (labels, framed)
-    return framed
 
 
 class TimedInfer(InferCodec):

@@ -531,6 +531,28 @@ def read_document(document: Any, binary: bytes, model: LoadedModel, max_rows: in
 
 
 # -- rendering --------------------------------------------------------------------------------
+# Each loaded version's labels as BYTES binary data frames them, made once per version: keyed by
+# the identity of its label list (a few versions are loaded at a time; older entries go).
+_FRAMED_LABELS: dict[int, tuple[list[Any], list[bytes]]] = {}
+
+
+def label_bytes(model: LoadedModel, probabilities: np.ndarray) -> bytes:
+    """The ``label`` output as BYTES binary data: per row, a 4-byte little-endian length, then
+    the UTF-8 text of the decoded label (REST's binary extension and gRPC's raw contents)."""
+    labels = model.labels
+    cached = _FRAMED_LABELS.get(id(labels))
+    if cached is None or cached[0] is not labels:
+        encoded = [str(label).encode() for label in labels]
+        if len(_FRAMED_LABELS) >= 8:
+            _FRAMED_LABELS.clear()
+        cached = _FRAMED_LABELS[id(labels)] = (
+            labels,
+            [struct.pack("<I", len(b)) + b for b in encoded],
+        )
+    framed = cached[1]
+    return b"".join([framed[i] for i in model.label_indices(probabilities)])
+
+
 def answer_parts(
     model_name: str, model: LoadedModel, request: InferRequest, probabilities: np.ndarray
 ) -> tuple[dict[str, Any], list[bytes]]:
@@ -548,13 +570,13 @@ def answer_parts(
             else:
                 tensor["data"] = probabilities.ravel().tolist()
         else:
-            labels = [str(label) for label in outputs.argmax_labels(model, probabilities)]
             tensor = {"name": name, "datatype": "BYTES", "shape": [rows]}
             if binary:
-                encoded = [label.encode() for label in labels]
-                chunks.append(b"".join(struct.pack("<I", len(b)) + b for b in encoded))
+                chunks.append(label_bytes(model, probabilities))
             else:
-                tensor["data"] = labels
+                tensor["data"] = [
+                    str(label) for label in outputs.argmax_labels(model, probabilities)
+                ]
         if binary:
             tensor["parameters"] = {"binary_data_size": len(chunks[-1])}
         tensors.append(tensor)

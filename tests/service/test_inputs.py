@@ -31,7 +31,7 @@ def fast_and_exact(
     fast = outcome(function, *args)
     with monkeypatch.context() as patch:
         patch.setattr(inputs, "_plain_csv", lambda *a: None)
-        patch.setattr(inputs, "_plain_numbers", lambda *a: False)
+        patch.setattr(inputs, "plain_numbers", lambda *a: False)
         exact = outcome(function, *args)
     return fast, exact
 
