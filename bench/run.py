@@ -367,14 +367,9 @@ def run_once(config: Config, bodies: Bodies, logs: Path, run: int) -> dict[str, 
                     connections,
                     config.seconds,
                 )
-                cpu_after = server.cpu_seconds()
-                f = figures[target.key]
-                if cpu_before is not None and cpu_after is not None and result.requests:
-                    f[f"cpu_us_c{connections}"] = (cpu_after - cpu_before) / result.requests * 1e6
-                f[f"rps_c{connections}"] = result.rps
-                f[f"p50_c{connections}"] = result.p50_ms
-                f[f"p99_c{connections}"] = result.p99_ms
-                f["errors"] += result.errors
+                record(
+                    figures[target.key], f"c{connections}", result, cpu_before, server.cpu_seconds()
+                )
                 _say(
                     f"run {run + 1}/{config.runs}: {target.key} @{connections}: "
                     f"{result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms"
@@ -484,13 +479,7 @@ class ProtocolLoads:
             process = self.process(protocol)
             cpu_before = process.cpu_seconds()
             result, tool = self.load(protocol, self.config.seconds)
-            cpu_after = process.cpu_seconds()
-            if cpu_before is not None and cpu_after is not None and result.requests:
-                figures[f"cpu_us_{key}"] = (cpu_after - cpu_before) / result.requests * 1e6
-            figures[f"rps_{key}"] = result.rps
-            figures[f"p50_{key}"] = result.p50_ms
-            figures[f"p99_{key}"] = result.p99_ms
-            figures["errors"] += result.errors
+            record(figures, key, result, cpu_before, process.cpu_seconds())
             if tool:
                 figures["grpc_tool"] = tool
             where = "grpc-ceiling" if protocol.ceiling else f"{PROTOCOL_TARGET} {key}"
@@ -499,6 +488,23 @@ class ProtocolLoads:
                 f"@{PROTOCOL_CONNECTIONS}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms"
                 + (f" ({result.errors} FAILED)" if result.errors else "")
             )
+
+
+def record(
+    figures: dict[str, Any],
+    suffix: str,
+    result: load.LoadResult,
+    cpu_before: float | None,
+    cpu_after: float | None,
+) -> None:
+    """One load's requests/s, p50, p99 and the server's CPU time per request, keyed
+    ``<figure>_<suffix>``; its errors added to the count."""
+    if cpu_before is not None and cpu_after is not None and result.requests:
+        figures[f"cpu_us_{suffix}"] = (cpu_after - cpu_before) / result.requests * 1e6
+    figures[f"rps_{suffix}"] = result.rps
+    figures[f"p50_{suffix}"] = result.p50_ms
+    figures[f"p99_{suffix}"] = result.p99_ms
+    figures["errors"] += result.errors
 
 
 def _say(text: str) -> None:
