@@ -10,7 +10,6 @@ import shutil
 import signal
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.service.typed_support import TYPED_FEATURES, TYPED_ROWS
-from tests.support import ServerProcess, free_port
+from tests.support import ServerProcess, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -269,13 +268,16 @@ def test_sigterm_drains_grpc_calls_in_flight(iris_bundle: Path, tmp_path: Path) 
         threads = [threading.Thread(target=call) for _ in range(4)]
         for thread in threads:
             thread.start()
-        _wait(lambda: "http_predictions_in_flight 4.0" in httpx.get(f"{server.url}/metrics").text)
+        wait_until(
+            lambda: "http_predictions_in_flight 4.0" in httpx.get(f"{server.url}/metrics").text,
+            "the four calls in flight",
+        )
         channel = grpc.insecure_channel(server.target)
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
         assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
         assert server.process is not None
         server.process.send_signal(signal.SIGTERM)
-        _wait(lambda: "draining gRPC" in server.log())
+        wait_until(lambda: "draining gRPC" in server.log(), "the drain logged")
         late = _error(
             lambda: tgrpc.InferenceServerClient(server.target).infer("iris", [_fp32(ROWS, tgrpc)])
         )
@@ -289,11 +291,3 @@ def test_sigterm_drains_grpc_calls_in_flight(iris_bundle: Path, tmp_path: Path) 
         server.stop()
     assert results == [[b"setosa", b"versicolor", b"virginica"]] * 4
     assert late[0] == "StatusCode.UNAVAILABLE"
-
-
-def _wait(condition: Any, timeout: float = 60.0) -> None:
-    """Poll until ``condition()`` holds; fail after ``timeout`` seconds (not a timing check)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition did not hold in time"
-        time.sleep(0.02)

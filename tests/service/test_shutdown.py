@@ -23,7 +23,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import ServerProcess
+from tests.support import ServerProcess, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -70,14 +70,6 @@ def _served(log: Path) -> dict[str, tuple[float, float, int]]:
             start = end - document["duration_ms"] / 1000
             served[document["request_id"]] = (start, end, document["status"])
     return served
-
-
-def _wait(condition: Callable[[], bool], what: str) -> None:
-    """Poll until ``condition`` holds; fail after HOLD seconds (a wait, not a timing check)."""
-    deadline = time.monotonic() + HOLD
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {HOLD:.0f} s"
-        time.sleep(0.02)
 
 
 def _predictions_in_flight(server: ServerProcess) -> float:
@@ -183,16 +175,18 @@ def test_sigterm_during_load_loses_nothing(server: ServerProcess) -> None:
         for thread in uploads:
             thread.start()
         # The server has started the four uploads (admitted, reading their bodies)...
-        _wait(lambda: _predictions_in_flight(server) == 4, "the four uploads in flight")
+        wait_until(lambda: _predictions_in_flight(server) == 4, "the four uploads in flight", HOLD)
         for thread in load:
             thread.start()
         # ... and every client has been answered a few times: the load is under way.
-        _wait(lambda: all(answered(w) >= 100 for w in range(6)), "the load under way")
+        wait_until(lambda: all(answered(w) >= 100 for w in range(6)), "the load under way", HOLD)
         sigterm = time.time()
         server.process.send_signal(signal.SIGTERM)
         # Draining: new connections are refused while the process waits for the uploads (held
         # by this test, so it cannot have finished them).
-        _wait(lambda: _refuses_connections(server), "new connections refused after SIGTERM")
+        wait_until(
+            lambda: _refuses_connections(server), "new connections refused after SIGTERM", HOLD
+        )
         assert server.process.poll() is None, "the server must wait for requests in flight"
     finally:
         release.set()
@@ -283,7 +277,9 @@ def test_a_request_longer_than_the_timeout_does_not_hold_the_exit(
     uploader = threading.Thread(target=upload, daemon=True)
     uploader.start()
     try:
-        _wait(lambda: _predictions_in_flight(server) == 1, "the stalled upload in flight")
+        wait_until(
+            lambda: _predictions_in_flight(server) == 1, "the stalled upload in flight", HOLD
+        )
         assert server.process is not None
         start = time.monotonic()
         os.kill(server.process.pid, signal.SIGTERM)
