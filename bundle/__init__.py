@@ -18,6 +18,7 @@ from bundle.layout import (
     MODEL_TFLITE,
     REPORT_DIR,
     REQUIRED_FILES,
+    SERVING,
     TEMP_PREFIX,
 )
 from bundle.manifest import sha256_file, verify_manifest, write_manifest
@@ -31,7 +32,15 @@ from bundle.metadata import (
     read_metadata,
     write_metadata,
 )
-from bundle.versions import list_versions, model_dir, new_staging_dir, publish_version
+from bundle.serving import ServingConfig, check_label, read_serving, write_serving
+from bundle.versions import (
+    MODEL_NAME_PATTERN,
+    list_models,
+    list_versions,
+    model_dir,
+    new_staging_dir,
+    publish_version,
+)
 
 __all__ = [
     "CONFUSION_MATRIX_PNG",
@@ -42,23 +51,30 @@ __all__ = [
     "METADATA",
     "METRICS_JSON",
     "MODEL_KERAS",
+    "MODEL_NAME_PATTERN",
     "MODEL_TFLITE",
     "READABLE_FORMATS",
     "REPORT_DIR",
     "REQUIRED_FILES",
+    "SERVING",
     "TEMP_PREFIX",
     "BundleError",
     "FeatureStats",
     "Metadata",
     "Reference",
+    "ServingConfig",
+    "check_label",
     "columns",
+    "list_models",
     "list_versions",
     "model_dir",
     "new_staging_dir",
     "publish_version",
     "read_metadata",
+    "read_serving",
     "sha256_file",
     "verify_manifest",
     "write_manifest",
     "write_metadata",
+    "write_serving",
 ]

@@ -15,3 +15,6 @@ REQUIRED_FILES = (MODEL_KERAS, LABEL_ENCODER, METADATA)
 
 # Staging directories start with this prefix; they are never a version.
 TEMP_PREFIX = ".tmp-"
+
+# Beside the version directories: the model's labels and traffic split (bundle.serving).
+SERVING = "serving.json"

@@ -4,12 +4,32 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from bundle.layout import TEMP_PREFIX
+
+# A model's directory name: what a URL path segment and a metric label can carry as is.
+MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def list_models(artifacts: Path) -> list[str]:
+    """Model directories under ``artifacts`` that hold at least one published version, sorted.
+
+    A directory whose name is not a model name (hidden, staging, spaces) is not a model; nor is
+    one with no version yet (a first training run still writing its staging directory)."""
+    try:
+        entries = list(Path(artifacts).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(
+        entry.name
+        for entry in entries
+        if MODEL_NAME_PATTERN.fullmatch(entry.name) and entry.is_dir() and list_versions(entry)
+    )
 
 
 def model_dir(artifacts: Path, name: str) -> Path:

@@ -23,8 +23,9 @@ from service.http import JSONBytes
 from service.observability.metrics import ModelMetrics, get_metrics
 from service.observability.middleware import RequestMiddleware
 from service.openapi import customize
-from service.registry import Registry
+from service.repository import Repository
 from service.settings import Settings
+from service.shadow import ShadowScorer
 
 log = logging.getLogger("service")
 
@@ -60,18 +61,25 @@ async def _http_error(request: Request, exc: Exception) -> JSONBytes:
 def _lifespan(settings: Settings, observed: bool, admission: Admission):
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        events = ModelMetrics(settings.model_name) if observed else None
-        registry = Registry(settings, events)
-        app.state.plane = DataPlane(
-            registry, settings, get_metrics() if observed else None, admission
-        )
+        events: dict[str, ModelMetrics] = {}
+
+        def events_of(name: str) -> ModelMetrics | None:
+            if not observed:
+                return None
+            return events.setdefault(name, ModelMetrics(name))
+
+        repository = Repository(settings, events_of)
+        sink = get_metrics() if observed else None
+        shadow = ShadowScorer(sink)
+        app.state.plane = DataPlane(repository, settings, sink, admission, shadow)
         grpc_server = watcher = None
         try:
-            await asyncio.to_thread(registry.load_initial)
-            app.state.registry = registry
+            await asyncio.to_thread(repository.load_initial)
+            app.state.repository = repository
+            shadow.start()
             grpc_server = await _start_grpc(app.state.plane, app.version)
             if settings.poll_seconds > 0:  # a pinned version is loaded once it appears
-                watcher = asyncio.create_task(registry.watch())
+                watcher = asyncio.create_task(repository.watch())
             yield {}
         finally:
             if grpc_server is not None:
@@ -80,9 +88,10 @@ def _lifespan(settings: Settings, observed: bool, admission: Admission):
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
-            registry.close()
-            if events is not None:
-                events.close()
+            await shadow.stop()
+            repository.close()
+            for model_events in events.values():
+                model_events.close()
 
     return lifespan
 
@@ -125,8 +134,9 @@ def _openapi_for_model(app: FastAPI, base: Any) -> Any:
     """OpenAPI whose request schema names the served model's features (cached per version)."""
 
     def openapi() -> dict[str, Any]:
-        registry = getattr(app.state, "registry", None)
-        model = registry.current if registry is not None else None
+        repository = getattr(app.state, "repository", None)
+        registry = repository.default_or_none() if repository is not None else None
+        model = registry.served() if registry is not None else None
         key = (model.name, model.version) if model else None
         if getattr(app.state, "openapi_key", "unset") == key:
             return app.openapi_schema  # type: ignore[return-value]

@@ -17,12 +17,14 @@ from anyio.to_thread import run_sync as to_thread
 
 from service.errors import InvalidInput, NotFound, ServiceError
 from service.model import LoadedModel
-from service.observability.logs import note_model_version
+from service.observability.logs import note_model
 from service.registry import Registry
+from service.repository import Repository
 from service.settings import Settings
 
 if TYPE_CHECKING:
     from service.observability.metrics import Metrics
+    from service.shadow import ShadowScorer
 
 # Requests of this many bytes or more are decoded and encoded on a worker thread, so the event
 # loop keeps serving others while a large body is parsed.
@@ -62,46 +64,73 @@ class DataPlane:
     """The one core every protocol's endpoints call."""
 
     def __init__(
-        self, registry: Registry, settings: Settings, sink: Metrics | None, admission: Admission
+        self,
+        repository: Repository,
+        settings: Settings,
+        sink: Metrics | None,
+        admission: Admission,
+        shadow: ShadowScorer | None = None,
     ) -> None:
-        self.registry = registry
+        self.repository = repository
         self.settings = settings
         self.sink = sink
         self.admission = admission
+        self.shadow = shadow  # scores a shadow version's rows after the answer; None: no shadows
         self.max_rows = settings.max_batch_rows
         self.max_body_bytes = settings.max_body_bytes
 
     # -- lookup -----------------------------------------------------------------------------
+    def registry(self, name: str | None = None) -> Registry:
+        """The model ``name`` (None: the default model), or 404 listing the models served."""
+        if name is None:
+            return self.repository.default()
+        return self.repository.get(name)
+
     def check_name(self, name: str) -> str:
-        """The served model's name, or 404 when ``name`` is another model."""
-        served = self.settings.model_name
-        if name != served:
-            raise NotFound(f"model {name[:64]!r} not found; this server serves {served!r}")
-        return served
+        """``name`` if it is a served model, or 404 listing the models served."""
+        self.repository.get(name)
+        return name
 
-    def model(self, name: str | None = None, version: str | None = None) -> LoadedModel:
-        """The served model (no name: the default one), or the loaded ``version`` asked for."""
-        if name is not None:
-            self.check_name(name)
+    def model(
+        self, name: str | None = None, version: str | None = None, label: str | None = None
+    ) -> LoadedModel:
+        """The served version of ``name`` (None: the default model), or the loaded ``version``,
+        or the version ``label`` names."""
+        registry = self.registry(name)
+        if label is not None:
+            return registry.labelled(label)
         if version is None:
-            return self.registry.require()
-        if not (version.isascii() and version.isdigit()) or len(version) > 18:
-            raise NotFound(
-                f"version {version[:32]!r} of model {self.settings.model_name!r} not found"
-            )
-        return self.registry.get(int(version))
+            return registry.require()
+        return registry.get(_version_number(registry, version))
 
-    def ready(self) -> LoadedModel:
-        """The served model, or :class:`ModelNotReady` (503) with the reason."""
-        return self.registry.require()
+    def ready(self) -> list[Registry]:
+        """Every served model, or :class:`ModelNotReady` (503) with the reason."""
+        return self.repository.ready()
 
-    def loaded_versions(self) -> list[int]:
-        """Every version answerable by number, highest first."""
-        registry = self.registry
-        return sorted(
-            {m.version for m in (registry.current, registry.previous) if m is not None},
-            reverse=True,
-        )
+    def is_ready(self) -> bool:
+        try:
+            self.repository.ready()
+        except ServiceError:
+            return False
+        return True
+
+    def loaded_versions(self, name: str) -> list[int]:
+        """Every version of ``name`` answerable by number, highest first."""
+        return sorted(self.repository.get(name).loaded_models(), reverse=True)
+
+    def _route(
+        self, name: str | None, version: str | None, label: str | None
+    ) -> tuple[LoadedModel, LoadedModel | None]:
+        """The version that answers, and the shadow that should score the same rows (only
+        unversioned requests are split between stable and canary, and shadowed)."""
+        registry = self.registry(name)
+        if label is not None:
+            return registry.labelled(label), None
+        if version is not None:
+            return registry.get(_version_number(registry, version)), None
+        model = registry.route()
+        shadow = registry.shadow_of(model) if self.shadow is not None else None
+        return model, shadow
 
     # -- inference --------------------------------------------------------------------------
     async def infer(
@@ -111,13 +140,18 @@ class DataPlane:
         name: str | None,
         version: str | None,
         size: int,
+        label: str | None = None,
     ) -> AnswerT:
-        """Look the model up, decode, predict and encode; ``size`` (bytes) decides whether
-        decoding and encoding run on a worker thread. One version answers the whole request."""
+        """Look the model up (by name and version or label; unversioned requests by the
+        model's labels and traffic), decode, predict and encode; ``size`` (bytes) decides
+        whether decoding and encoding run on a worker thread. One version answers the whole
+        request; a shadow version scores its rows after the answer."""
         started = time.perf_counter()
         status = 500  # a bug, unless an answer or a ServiceError says otherwise
+        model_name = ""
         try:
-            model = self.model(name, version)
+            model, shadow = self._route(name, version, label)
+            model_name = model.name
             big = size >= OFFLOAD_BYTES
             try:
                 if big:
@@ -134,6 +168,8 @@ class DataPlane:
             else:
                 answer = codec.encode(request, model, decoded, probabilities)
             status = 200
+            if shadow is not None:
+                self.shadow.submit(model, shadow, decoded.x, probabilities)  # type: ignore[union-attr]
             return answer
         except ServiceError as exc:
             status = exc.status_code
@@ -143,12 +179,21 @@ class DataPlane:
             raise
         finally:
             if self.sink is not None:
-                self.sink.observe_inference(codec.protocol, status, time.perf_counter() - started)
+                self.sink.observe_inference(
+                    model_name, codec.protocol, status, time.perf_counter() - started
+                )
 
     async def predict(self, model: LoadedModel, x: np.ndarray) -> np.ndarray:
         """Probabilities for a validated matrix, counted by label and out-of-range feature."""
         probabilities = await model.probabilities(x)
-        note_model_version(model.version)  # for the access line
+        note_model(model)  # for the access line
         if self.sink is not None:
             self.sink.observe_predictions(model, x, probabilities)
         return probabilities
+
+
+def _version_number(registry: Registry, version: str) -> int:
+    """A version path segment as a number, or 404 naming it."""
+    if not (version.isascii() and version.isdigit()) or len(version) > 18:
+        raise NotFound(f"version {version[:32]!r} of model {registry.name!r} not found")
+    return int(version)

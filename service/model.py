@@ -84,6 +84,14 @@ class LoadedModel:
         left_out = set(self.metadata.columns_left_out) | {self.metadata.target}
         return frozenset(left_out - set(self.feature_names))
 
+    @cached_property
+    def input_signature(self) -> tuple:
+        """What the feature matrix's columns mean: two versions with the same signature read
+        a request into the same matrix (names, kinds, categories, which numbers may be blank)."""
+        return tuple(
+            (f.name, f.kind, tuple(f.vocabulary or ()), f.nullable) for f in self.metadata.features
+        )
+
     @property
     def numeric_only(self) -> bool:
         """Every feature is a number: the protocols' single float tensor form applies."""

@@ -1,4 +1,6 @@
-"""The model registry: finds versions, verifies and loads them, swaps atomically, rolls back.
+"""One model's registry: finds versions, verifies and loads them, swaps atomically, rolls back,
+and routes by label (``serving.json``: stable, canary, shadow). :mod:`service.repository` holds
+one per served model.
 
 Availability first, as TensorFlow Serving does it: a new version is loaded and verified
 before it replaces the served one, and a version that fails is never served.
@@ -12,15 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import random
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import bundle
 from service.batching import AdaptiveBatcher
-from service.errors import BundleRejected, Conflict, ModelNotReady, NotFound
+from service.errors import BundleRejected, Conflict, ModelNotReady, NotFound, ServiceError
 from service.model import LoadedModel, load_version
 from service.settings import Settings
 
@@ -31,6 +36,26 @@ Fingerprint = tuple[tuple[str, int, int, int, int], ...]
 
 HELD_REASON = "not loaded automatically after a rollback or a pinned reload; POST /admin/reload"
 UNVERIFIED_REASON = "not verified yet"
+STABLE, CANARY = "stable", "canary"
+
+
+@dataclass(frozen=True)
+class Routing:
+    """How unversioned requests are answered, replaced whole whenever labels or traffic change:
+    the loaded version of each label, the canary share and the shadow."""
+
+    labelled: dict[str, LoadedModel] = field(default_factory=dict)
+    canary_percent: float = 0.0
+    shadow: LoadedModel | None = None
+    shadow_percent: float = 100.0
+
+    @property
+    def stable(self) -> LoadedModel | None:
+        return self.labelled.get(STABLE)
+
+    @property
+    def canary(self) -> LoadedModel | None:
+        return self.labelled.get(CANARY) if self.canary_percent > 0 else None
 
 
 @dataclass
@@ -40,6 +65,8 @@ class VersionStatus:
     version: int
     state: State
     reason: str | None = None
+    loaded: bool = False  # answerable by number
+    labels: list[str] = field(default_factory=list)
 
 
 def fingerprint(directory: Path) -> Fingerprint:
@@ -88,17 +115,33 @@ class ModelEvents:
 
 
 class Registry:
-    """Holds the served model, the previous one (for instant rollback) and every version's status.
+    """One model's versions: the served one, the previous one (for instant rollback), any other
+    loaded ones (MODEL_VERSIONS, labels, the shadow), every version's status and the routing of
+    unversioned requests (``serving.json``).
 
     ``current`` is replaced, never mutated: a request that took it keeps a complete version
-    until it answers, whatever swaps happen meanwhile.
+    until it answers, whatever swaps happen meanwhile. It is the version polling, reloads and
+    rollbacks choose; label ``stable``, when set, answers unversioned requests instead.
     """
 
-    def __init__(self, settings: Settings, events: ModelEvents | None = None) -> None:
+    def __init__(
+        self, settings: Settings, events: ModelEvents | None = None, name: str | None = None
+    ) -> None:
         self.settings = settings
+        self.name = name or _only_name(settings)
+        self.directory = settings.artifacts_dir / self.name
         self.events = events or ModelEvents()
         self.current: LoadedModel | None = None
         self.previous: LoadedModel | None = None
+        self.extra: dict[int, LoadedModel] = {}  # other loaded versions, by number
+        self.serving = bundle.ServingConfig()  # the last valid serving.json applied
+        self.serving_error: str | None = None  # why the file on disk is not applied, if it is not
+        self._serving_stat: tuple[int, int, int] | None = None
+        self.routing = Routing()
+        # Where each share's count starts: requests go to the canary (and the shadow) in an
+        # even pattern that gives the exact share over any window, from a random phase.
+        self._canary_credit = random.uniform(0, 100)
+        self._shadow_credit = random.uniform(0, 100)
         self._rejected: dict[int, tuple[Fingerprint, str]] = {}
         self._verified: dict[int, Fingerprint] = {}  # versions that loaded, as their files were
         self._start_floor = 0  # versions up to this were on disk at start; polls do not verify them
@@ -114,27 +157,77 @@ class Registry:
 
     # -- reading -----------------------------------------------------------------------------
     def versions(self) -> list[int]:
-        return bundle.list_versions(self.settings.model_dir)
+        return bundle.list_versions(self.directory)
+
+    def loaded_models(self) -> dict[int, LoadedModel]:
+        """Every version answerable by number."""
+        loaded = dict(self.extra)
+        for model in (self.previous, self.current):
+            if model is not None:
+                loaded[model.version] = model
+        return loaded
+
+    def served(self) -> LoadedModel | None:
+        """The version unversioned requests get (the canary aside): label stable, or current."""
+        return self.routing.stable or self.current
 
     def require(self) -> LoadedModel:
-        """The served model, or :class:`ModelNotReady` with the reason."""
-        model = self.current
+        """The served version, or :class:`ModelNotReady` with the reason."""
+        model = self.served()
         if model is None:
             raise ModelNotReady(self.not_ready_reason())
         return model
 
+    def route(self) -> LoadedModel:
+        """The version for one unversioned request: the canary for CANARY_PERCENT of them."""
+        routing = self.routing
+        canary = routing.canary
+        if canary is not None:
+            credit = self._canary_credit + routing.canary_percent
+            if credit >= 100:
+                self._canary_credit = credit - 100
+                return canary
+            self._canary_credit = credit
+        return self.require()
+
+    def shadow_of(self, model: LoadedModel) -> LoadedModel | None:
+        """The shadow version that should also score this request's rows, if any."""
+        routing = self.routing
+        shadow = routing.shadow
+        if shadow is None or shadow is model:
+            return None
+        if routing.shadow_percent < 100:
+            credit = self._shadow_credit + routing.shadow_percent
+            if credit < 100:
+                self._shadow_credit = credit
+                return None
+            self._shadow_credit = credit - 100
+        return shadow
+
     def get(self, version: int | None) -> LoadedModel:
-        """The served model, or the loaded version a client asked for (current or previous)."""
-        model = self.require()
-        if version is None or version == model.version:
+        """The served version, or the loaded ``version`` a client asked for."""
+        if version is None:
+            return self.require()
+        model = self.loaded_models().get(version)
+        if model is None:
+            raise NotFound(f"version {version} of model {self.name!r} is not loaded")
+        return model
+
+    def labelled(self, label: str) -> LoadedModel:
+        """The version a label names, or :class:`NotFound` saying why there is none."""
+        model = self.routing.labelled.get(label)
+        if model is not None:
             return model
-        previous = self.previous
-        if previous is not None and previous.version == version:
-            return previous
-        raise NotFound(f"version {version} of model {self.settings.model_name!r} is not loaded")
+        version = self.serving.labels.get(label)
+        if version is None:
+            raise NotFound(f"model {self.name!r} has no label {label[:64]!r}")
+        raise NotFound(
+            f"label {label!r} of model {self.name!r} names version {version}, which is not "
+            f"loaded: {self._reason(version)}"
+        )
 
     def not_ready_reason(self) -> str:
-        name, directory = self.settings.model_name, self.settings.model_dir
+        name, directory = self.name, self.directory
         pinned = self.settings.model_version
         rejected = self._rejected.get(pinned) if pinned is not None else None
         if rejected is not None:
@@ -145,29 +238,36 @@ class Registry:
 
     def statuses(self) -> list[VersionStatus]:
         """Every version found on disk (and any loaded one) with its state, highest first."""
-        current, previous = self.current, self.previous
+        served = self.served()
+        current = self.current
+        loaded = self.loaded_models()
+        labels: dict[int, list[str]] = {}
+        for label, number in sorted(self.serving.labels.items()):
+            labels.setdefault(number, []).append(label)
         found = set(self.versions())
         hold = self._hold
         out = []
-        for version in sorted(found | {m.version for m in (current, previous) if m}, reverse=True):
+        for version in sorted(found | set(loaded), reverse=True):
             gone = None if version in found else "directory removed; kept in memory"
             rejected = self._rejected.get(version)
-            if current is not None and version == current.version:
-                out.append(VersionStatus(version, "serving", gone))
+            status = VersionStatus(
+                version, "available", gone, version in loaded, labels.get(version, [])
+            )
+            if served is not None and version == served.version:
+                status.state = "serving"
             elif rejected is not None:
-                out.append(VersionStatus(version, "rejected", rejected[1]))
+                status.state, status.reason = "rejected", rejected[1]
             elif current is not None and current.version < version <= hold:
-                out.append(VersionStatus(version, "available", HELD_REASON))
+                status.reason = HELD_REASON
             elif version not in self._verified:
-                out.append(VersionStatus(version, "available", gone or UNVERIFIED_REASON))
-            else:
-                out.append(VersionStatus(version, "available", gone))
+                status.reason = gone or UNVERIFIED_REASON
+            out.append(status)
         return out
 
     # -- loading -----------------------------------------------------------------------------
     def _try_load(self, version: int, force: bool = False) -> LoadedModel | None:
         """Verify and load one version; remember a rejection, its reason and the files' state."""
-        directory = self.settings.model_dir / str(version)
+        directory = self.directory / str(version)
         # Taken before loading: a file that changes during the load changes it again later.
         print_ = fingerprint(directory)
         known = self._rejected.get(version)
@@ -187,19 +287,22 @@ class Registry:
         except BundleRejected as exc:
             reason = str(exc)
         except Exception as exc:  # a bundle must never take the service down, whatever it holds
-            log.exception("unexpected failure loading version %s", version)
+            log.exception("unexpected failure loading version %s of %s", version, self.name)
             reason = f"cannot be loaded: {type(exc).__name__}"
         else:
-            if model.name != self.settings.model_name:
+            if model.name != self.name:
                 log.info(
-                    "version %s names model %r; serving it as %r",
-                    version,
-                    model.name,
-                    self.settings.model_name,
+                    "version %s names model %r; serving it as %r", version, model.name, self.name
                 )
+                model.name = self.name  # the directory's name is the model's name in every answer
             self._rejected.pop(version, None)
             self._verified[version] = print_
-            log.info("verified version %s in %.2f s", version, time.monotonic() - started)
+            log.info(
+                "verified version %s of %s in %.2f s",
+                version,
+                self.name,
+                time.monotonic() - started,
+            )
             return model
         self._rejected[version] = (print_, reason)
         self._verified.pop(version, None)
@@ -209,7 +312,7 @@ class Registry:
         log.warning(
             "rejected version %s of %s: %s (not retried until its files change)",
             version,
-            self.settings.model_name,
+            self.name,
             reason,
         )
         return None
@@ -227,17 +330,32 @@ class Registry:
             self.events.batch,
         )
 
-    def _retire(self, model: LoadedModel, served: bool) -> None:
-        # Safe with requests in flight on it: the batcher finishes queued work first and
+    def _in_use(self, model: LoadedModel) -> bool:
+        routing = self.routing
+        return (
+            model is self.current
+            or model is self.previous
+            or any(model is m for m in self.extra.values())
+            or any(model is m for m in routing.labelled.values())
+            or model is routing.shadow
+        )
+
+    def _retire(self, models: list[LoadedModel], served: bool = True) -> None:
+        """Close the models no pointer holds any more."""
+        # Safe with requests in flight on them: the batcher finishes queued work first and
         # still answers a request that took this version before the swap.
-        model.close()
-        if served:
-            self.events.unloaded(model)
+        with self._swap_lock:
+            unused = [m for m in dict.fromkeys(models) if not self._in_use(m)]
+        for model in unused:
+            model.close()
+            if served:
+                self.events.unloaded(model)
 
     def _swap(
         self, model: LoadedModel, *, automatic: bool = False, hold: int | None = None
     ) -> bool:
-        """Serve ``model``; the served one becomes ``previous``. False if it was not wanted.
+        """Make ``model`` current; the current one becomes ``previous``. False if it was not
+        wanted.
 
         ``automatic`` (a poll) re-checks under the lock that a rollback or reload made while
         the model loaded did not make it unwanted. ``hold`` sets the polling hold with it.
@@ -246,11 +364,10 @@ class Registry:
             current = self.current
             floor = max(current.version if current else 0, self._hold)
             if self._closed or (automatic and current is not None and model.version <= floor):
-                retired = model
+                retired: LoadedModel | None = model
+                swapped = False
             else:
                 retired = self.previous
-                if retired is model or retired is current:
-                    retired = None
                 self.previous = current
                 self.current = model
                 self.reloads_succeeded += 1
@@ -258,38 +375,51 @@ class Registry:
                     self._hold = hold
                 # Under the lock: another thread's swap or rollback reports after this one.
                 self.events.loaded(model)
-                self.events.served(model)
-        if retired is model:
-            self._retire(model, served=False)
-            return False
+                if self.routing.stable is None:
+                    self.events.served(model)
+                swapped = True
         if retired is not None:
-            self._retire(retired, served=True)
-        log.info(
-            "serving version %s of %s (runtime %s)",
-            model.version,
-            self.settings.model_name,
-            model.runtime.name,
-        )
-        return True
+            self._retire([retired], served=swapped)
+        if swapped:
+            log.info(
+                "serving version %s of %s (runtime %s)",
+                model.version,
+                self.name,
+                model.runtime.name,
+            )
+        return swapped
+
+    def _candidates(self, available: list[int]) -> list[int]:
+        """The versions that may become current, highest first: the pinned one, MODEL_VERSIONS'
+        list, or every version."""
+        if self.settings.model_version is not None:
+            return [self.settings.model_version]
+        policy = self.settings.version_policy
+        if policy.kind == "list":
+            return [v for v in policy.versions if v in available]
+        return sorted(available, reverse=True)
 
     def load_initial(self) -> None:
-        """At start-up: the pinned version, or the highest one that verifies."""
+        """At start-up: the pinned version, or the highest one that verifies; then the other
+        versions MODEL_VERSIONS and serving.json want."""
         with self._load_lock:
-            self._start_floor = max(self.versions(), default=0)
-            pinned = self.settings.model_version
-            candidates = [pinned] if pinned else sorted(self.versions(), reverse=True)
-            for version in candidates:
-                if not (self.settings.model_dir / str(version)).is_dir():
+            available = self.versions()
+            self._start_floor = max(available, default=0)
+            for version in self._candidates(available):
+                if not (self.directory / str(version)).is_dir():
                     self.last_error = f"pinned version {version} not found"
                     continue
-                model = self._try_load(version)
+                model = self._loaded(version) or self._try_load(version)
                 if model is not None:
                     self._swap(model)
-                    return
-            log.warning("not ready: %s", self.not_ready_reason())
+                    break
+            self._refresh_serving()
+            if self.served() is None:
+                log.warning("not ready: %s", self.not_ready_reason())
 
     def poll(self) -> bool:
-        """Load the highest newer version that verifies; True when a swap happened.
+        """Load the highest newer version that verifies; True when a swap happened. Then follow
+        serving.json and MODEL_VERSIONS (load what they name, retire what they dropped).
 
         Then, in the time left of the poll interval, verify versions published since start
         and never checked (broken ones published just before a good one, say) so that /model
@@ -301,32 +431,33 @@ class Registry:
         with self._load_lock:
             started = time.monotonic()
             current = self.current
-            if self.settings.model_version is None:
+            available = self.versions()
+            pinned = self.settings.model_version is not None
+            if not pinned or current is None:
                 floor = max(current.version if current else 0, self._hold)
                 # With nothing served yet, any version may have become valid (files changed).
-                candidates = [v for v in self.versions() if current is None or v > floor]
-                for version in sorted(candidates, reverse=True):
-                    model = self._try_load(version)
+                for version in self._candidates(available):
+                    if current is not None and version <= floor:
+                        break
+                    if version not in available:
+                        continue
+                    model = self._loaded(version) or self._try_load(version)
                     if model is not None:
                         swapped = self._swap(model, automatic=True)
                         break
-            elif current is None and self.settings.model_version in self.versions():
-                # A pinned version that was absent or broken at start may appear or be repaired.
-                model = self._try_load(self.settings.model_version)
-                if model is not None:
-                    swapped = self._swap(model, automatic=True)
+            self._refresh_serving()
             self._verify_unchecked(started + max(0.2, self.settings.poll_seconds / 2))
         return swapped
 
     def _verify_unchecked(self, deadline: float) -> None:
         """Load (then drop) new versions whose current files were never verified, newest first."""
-        loaded = {m.version for m in (self.current, self.previous) if m is not None}
+        loaded = set(self.loaded_models())
         for version in sorted(self.versions(), reverse=True):
             if version <= self._start_floor:
                 break
             if version in loaded or self._closed:
                 continue
-            print_ = fingerprint(self.settings.model_dir / str(version))
+            print_ = fingerprint(self.directory / str(version))
             rejected = self._rejected.get(version)
             if self._verified.get(version) == print_ or (rejected and rejected[0] == print_):
                 continue
@@ -336,6 +467,149 @@ class Registry:
             if model is not None:
                 model.close()
 
+    # -- labels and traffic (serving.json) -------------------------------------------------------
+    def _refresh_serving(self) -> None:
+        """Under the load lock: re-read serving.json when it changed (another replica, a job or
+        a person wrote it), then load the versions it and MODEL_VERSIONS want."""
+        stat = _stat(bundle.serving.serving_path(self.directory))
+        if stat != self._serving_stat:
+            try:
+                config = bundle.read_serving(self.directory)
+            except bundle.BundleError as exc:
+                if self.serving_error != str(exc):
+                    log.warning(
+                        "%s: %s; keeping the labels and traffic applied before", self.name, exc
+                    )
+                self.serving_error = str(exc)
+            else:
+                self.serving_error = None
+                if config != self.serving:
+                    log.info(
+                        "%s: labels and traffic from %s: %s", self.name, bundle.SERVING, config
+                    )
+                self.serving = config
+            self._serving_stat = stat
+        self._load_wanted()
+
+    def _load_wanted(self) -> None:
+        """Under the load lock: load the versions labels, the shadow and MODEL_VERSIONS want,
+        retire the extra ones nobody wants any more, and route by the labels."""
+        config, policy = self.serving, self.settings.version_policy
+        available = self.versions()
+        wanted = set(config.labels.values())
+        if config.shadow_version is not None:
+            wanted.add(config.shadow_version)
+        if policy.kind == "all":
+            wanted.update(available)
+        elif policy.kind == "list":
+            wanted.update(policy.versions)
+        for version in sorted(wanted, reverse=True):
+            self._load_extra(version, available)
+        if policy.kind == "latest" and policy.count > 1:
+            kept = 0
+            for version in sorted(available, reverse=True):
+                if kept == policy.count:
+                    break
+                if self._load_extra(version, available) is not None:
+                    wanted.add(version)
+                    kept += 1
+        with self._swap_lock:
+            dropped = [m for v, m in self.extra.items() if v not in wanted]
+            for model in dropped:
+                del self.extra[model.version]
+        self._route_by(config)
+        self._retire(dropped)
+
+    def _load_extra(self, version: int, available: list[int]) -> LoadedModel | None:
+        model = self._loaded(version)
+        if model is None and version in available and not self._closed:
+            model = self._try_load(version)
+        if model is not None and version not in self.extra:
+            with self._swap_lock:
+                self.extra[version] = model
+        return model
+
+    def _route_by(self, config: bundle.ServingConfig) -> None:
+        """Route unversioned requests by ``config``'s labels and traffic, with loaded versions."""
+        loaded = self.loaded_models()
+        labelled = {label: loaded[v] for label, v in config.labels.items() if v in loaded}
+        shadow = loaded.get(config.shadow_version) if config.shadow_version else None
+        routing = Routing(labelled, config.canary_percent, shadow, config.shadow_percent)
+        with self._swap_lock:
+            before = self.served()
+            old = self.routing
+            self.routing = routing
+            after = self.served()
+            if after is not None and after is not before:
+                self.events.served(after)
+        self._retire([*old.labelled.values(), *([old.shadow] if old.shadow else [])])
+
+    def _available(self, version: int) -> LoadedModel:
+        """Under the load lock: a loaded version, or one verified and loaded now; 404 if it is
+        not on disk, 409 if it does not verify."""
+        model = self._loaded(version)
+        if model is not None:
+            return model
+        if version not in self.versions():
+            raise NotFound(f"version {version} of model {self.name!r} not found")
+        model = self._try_load(version, force=True)
+        if model is None:
+            raise Conflict(
+                f"version {version} of model {self.name!r} was rejected: {self._reason(version)}"
+            )
+        with self._swap_lock:
+            self.extra[version] = model
+        return model
+
+    def _commit(self, config: bundle.ServingConfig) -> bundle.ServingConfig:
+        """Under the load lock: write ``config`` to serving.json, then apply it. When the file
+        cannot be written nothing changes (503 naming the reason)."""
+        try:
+            bundle.write_serving(self.directory, config)
+        except OSError as exc:
+            self._load_wanted()  # retire what was loaded for it
+            raise ServiceError(
+                f"cannot write {bundle.SERVING} of model {self.name!r}: {exc.strerror or exc}", 503
+            ) from None
+        self.serving, self.serving_error = config, None
+        self._serving_stat = _stat(bundle.serving.serving_path(self.directory))
+        self._load_wanted()
+        log.info("%s: labels and traffic set: %s", self.name, config)
+        return config
+
+    def set_label(self, label: str, version: int) -> bundle.ServingConfig:
+        """Point ``label`` at ``version`` (verified and loaded first) and persist it."""
+        with self._load_lock:
+            self._refresh_serving()  # build on what another replica may have written
+            model = self._available(version)
+            shadow = self.routing.shadow
+            if label == STABLE and shadow is not None:
+                _check_shadow_fits(shadow, model)
+            labels = {**self.serving.labels, label: model.version}
+            return self._commit(self.serving.model_copy(update={"labels": labels}))
+
+    def delete_label(self, label: str) -> bundle.ServingConfig:
+        with self._load_lock:
+            self._refresh_serving()
+            if label not in self.serving.labels:
+                raise NotFound(f"model {self.name!r} has no label {label[:64]!r}")
+            labels = {k: v for k, v in self.serving.labels.items() if k != label}
+            return self._commit(self.serving.model_copy(update={"labels": labels}))
+
+    def set_traffic(self, changes: dict[str, object]) -> bundle.ServingConfig:
+        """Change ``canary_percent``, ``shadow_version`` (None: no shadow) and ``shadow_percent``
+        (the keys given; the others keep their value) and persist them."""
+        with self._load_lock:
+            self._refresh_serving()
+            config = bundle.ServingConfig.model_validate({**self.serving.model_dump(), **changes})
+            if config.shadow_version is not None:
+                shadow = self._available(config.shadow_version)
+                served = self.served()
+                if served is not None:
+                    _check_shadow_fits(shadow, served)
+            return self._commit(config)
+
+    # -- admin ---------------------------------------------------------------------------------
     def reload(self, version: int | None = None) -> LoadedModel:
         """Admin reload: the given version, or the highest one; 404 if absent, 409 if rejected.
 
@@ -347,9 +621,7 @@ class Registry:
             current = self.current
             if version is not None:
                 if version not in available:
-                    raise NotFound(
-                        f"version {version} of model {self.settings.model_name!r} not found"
-                    )
+                    raise NotFound(f"version {version} of model {self.name!r} not found")
                 hold = max(available)
                 if current is not None and version == current.version:
                     with self._swap_lock:
@@ -384,12 +656,11 @@ class Registry:
             return current
 
     def _loaded(self, version: int) -> LoadedModel | None:
-        previous = self.previous
-        return previous if previous is not None and previous.version == version else None
+        return self.loaded_models().get(version)
 
     def _reason(self, version: int) -> str:
         rejected = self._rejected.get(version)
-        return rejected[1] if rejected else "unknown"
+        return rejected[1] if rejected else "not verified yet"
 
     def _still_serving(self) -> str:
         current = self.current
@@ -400,37 +671,78 @@ class Registry:
 
         Instant: it does not wait for a load in progress. Versions published so far are then
         held (not loaded by polling); a later publication is. A second rollback undoes it.
+        With label stable set, unversioned requests follow the label: 409 saying so.
         """
         published = self.versions()
         with self._swap_lock:
+            stable = self.routing.stable
+            if stable is not None:
+                raise Conflict(
+                    f"label 'stable' of model {self.name!r} names version {stable.version}, which "
+                    f"unversioned requests follow: move it with PUT /admin/models/{self.name}/"
+                    "labels/stable instead"
+                )
             current, previous = self.current, self.previous
             if previous is None or current is None:
-                raise Conflict("no previous version to roll back to")
+                raise Conflict(f"model {self.name!r} has no previous version to roll back to")
             self.current, self.previous = previous, current
             self._hold = max([self._hold, current.version, *published])
             self.events.served(previous)
-        log.info("rolled back from version %s to %s", current.version, previous.version)
+        log.info(
+            "%s: rolled back from version %s to %s", self.name, current.version, previous.version
+        )
         return previous
 
     def close(self) -> None:
         with self._swap_lock:
             self._closed = True
-            models = [m for m in (self.current, self.previous) if m is not None]
-        for model in models:
-            self._retire(model, served=True)
+            models = list(self.loaded_models().values())
+            routing = self.routing
+            models += [*routing.labelled.values(), *([routing.shadow] if routing.shadow else [])]
+        for model in dict.fromkeys(models):
+            model.close()
+            self.events.unloaded(model)
 
     # -- polling -----------------------------------------------------------------------------
     async def watch(self) -> None:
         """Poll every POLL_SECONDS, loading off the event loop so requests keep flowing."""
-        interval = self.settings.poll_seconds
-        next_poll = time.monotonic() + interval
-        while True:
-            await asyncio.sleep(max(0.0, next_poll - time.monotonic()))
-            # A fixed cadence, so a version is found within POLL_SECONDS of its publication;
-            # after a poll slower than that (a long load), the next one starts at once.
-            next_poll += interval
-            try:
-                await asyncio.to_thread(self.poll)
-            except Exception:  # never let the watcher die; the next poll tries again
-                log.exception("polling for new versions failed")
-            next_poll = max(next_poll, time.monotonic())
+        await poll_every(self.settings.poll_seconds, self.poll, "new versions")
+
+
+async def poll_every(interval: float, poll: Callable[[], object], what: str) -> None:
+    """Call ``poll`` on a worker thread every ``interval`` seconds, forever."""
+    next_poll = time.monotonic() + interval
+    while True:
+        await asyncio.sleep(max(0.0, next_poll - time.monotonic()))
+        # A fixed cadence, so a version is found within POLL_SECONDS of its publication;
+        # after a poll slower than that (a long load), the next one starts at once.
+        next_poll += interval
+        try:
+            await asyncio.to_thread(poll)
+        except Exception:  # never let the watcher die; the next poll tries again
+            log.exception("polling for %s failed", what)
+        next_poll = max(next_poll, time.monotonic())
+
+
+def _only_name(settings: Settings) -> str:
+    names = settings.served_names
+    if names is None or len(names) != 1:
+        raise ValueError("a registry needs a model name when MODEL_NAME is not one name")
+    return names[0]
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+def _check_shadow_fits(shadow: LoadedModel, served: LoadedModel) -> None:
+    """A shadow scores the rows read for the served version: both must read the same features."""
+    if shadow.input_signature != served.input_signature:
+        raise Conflict(
+            f"shadow version {shadow.version} reads other features than version {served.version} "
+            "(names, kinds or categories differ): it cannot score the same rows"
+        )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,9 +18,27 @@ class Settings(BaseSettings):
     artifacts_dir: Path = Field(
         Path("artifacts"), description="Root of the bundles: <dir>/<name>/<version>/."
     )
-    model_name: str = Field("iris", description="Which model under ARTIFACTS_DIR to serve.")
+    model_name: str = Field(
+        "*",
+        description="The model to serve, a comma-separated list, or * for every model directory "
+        "under ARTIFACTS_DIR (including ones that appear later, with POLL_SECONDS).",
+    )
+    default_model: str | None = Field(
+        None,
+        description="The model /predict and /admin/reload|rollback act on; unset: the only "
+        "model (with several, /predict answers 404 listing them).",
+    )
     model_version: int | None = Field(
-        None, ge=1, description="Pin this version; unset serves the highest valid one and upgrades."
+        None,
+        ge=1,
+        description="Pin the served version of every model; unset serves the highest valid one "
+        "and upgrades.",
+    )
+    model_versions: str = Field(
+        "latest",
+        description="Versions loaded and answerable at once: latest (the newest valid one and "
+        "the previous one), latest:N (the N newest), all, or a list such as 1,3; labelled "
+        "versions are always loaded.",
     )
     model_runtime: Literal["litert", "keras"] | None = Field(
         None,
@@ -91,6 +110,34 @@ class Settings(BaseSettings):
         "info", description="Log level of the service and uvicorn."
     )
 
+    @field_validator("model_name")
+    @classmethod
+    def _model_names(cls, value: str) -> str:
+        model_names(value)
+        return value
+
+    @field_validator("default_model")
+    @classmethod
+    def _default_model(cls, value: str | None) -> str | None:
+        if value is not None and value != "":
+            model_names(value) if "," not in value else _refuse("DEFAULT_MODEL names one model")
+        return value or None
+
+    @field_validator("model_versions")
+    @classmethod
+    def _model_versions(cls, value: str) -> str:
+        VersionPolicy.parse(value)
+        return value
+
+    @property
+    def served_names(self) -> tuple[str, ...] | None:
+        """The models MODEL_NAME lists, or None for every model directory."""
+        return model_names(self.model_name)
+
+    @property
+    def version_policy(self) -> VersionPolicy:
+        return VersionPolicy.parse(self.model_versions)
+
     @property
     def drain_seconds(self) -> float:
         """How long in-flight requests (HTTP and gRPC) may run after SIGTERM, so that the
@@ -99,7 +146,52 @@ class Settings(BaseSettings):
         timeout = self.shutdown_timeout_seconds
         return max(timeout - 1.0, timeout / 2)
 
-    @property
-    def model_dir(self) -> Path:
-        """The directory holding every version of the served model."""
-        return self.artifacts_dir / self.model_name
+
+def _refuse(message: str) -> None:
+    raise ValueError(message)
+
+
+def model_names(value: str) -> tuple[str, ...] | None:
+    """MODEL_NAME as a tuple of names; None for every model (``*`` or blank)."""
+    from bundle import MODEL_NAME_PATTERN
+
+    value = value.strip()
+    if value in ("", "*"):
+        return None
+    names = tuple(dict.fromkeys(part.strip() for part in value.split(",")))
+    for name in names:
+        if not MODEL_NAME_PATTERN.fullmatch(name):
+            raise ValueError(
+                f"{name[:64]!r} is not a model name: letters, digits, '.', '-' and '_', "
+                "starting with a letter or digit, at most 128 characters"
+            )
+    return names
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """MODEL_VERSIONS: which versions of a model are loaded besides labelled ones."""
+
+    kind: Literal["latest", "all", "list"]
+    count: int = 1  # latest:N
+    versions: tuple[int, ...] = ()  # a list
+
+    @classmethod
+    def parse(cls, value: str) -> VersionPolicy:
+        text = value.strip().lower()
+        if text in ("", "latest"):
+            return cls("latest")
+        if text == "all":
+            return cls("all")
+        if text.startswith("latest:"):
+            count = text.removeprefix("latest:")
+            if count.isascii() and count.isdigit() and 1 <= int(count) <= 1000:
+                return cls("latest", count=int(count))
+            raise ValueError(f"MODEL_VERSIONS {value[:40]!r}: latest:N needs N from 1 to 1000")
+        parts = [part.strip() for part in text.split(",")]
+        if all(p.isascii() and p.isdigit() and not p.startswith("0") for p in parts):
+            return cls("list", versions=tuple(sorted({int(p) for p in parts}, reverse=True)))
+        raise ValueError(
+            f"MODEL_VERSIONS {value[:40]!r} is not latest, latest:N, all or a list of versions "
+            "such as 1,3"
+        )

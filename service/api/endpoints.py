@@ -27,6 +27,7 @@ from service.observability.metrics import get_metrics
 from service.protocols import tfserving, v2
 from service.protocols.common import Answer
 from service.protocols.predict import PREDICT, PredictRequest
+from service.registry import Registry
 
 
 def _plane(request: Request) -> DataPlane:
@@ -54,12 +55,21 @@ async def predict(request: Request) -> Response:
     kind = content_kind(request)
     body = await read_body(request, plane.max_body_bytes)
     call = PredictRequest(body, kind, wants_csv(request))  # type: ignore[arg-type]
-    return _respond(await plane.infer(PREDICT, call, None, None, len(body)))
+    params = request.path_params  # none on /predict: the default model
+    name = params.get("name")
+    if name is not None:
+        plane.check_name(name)
+    return _respond(
+        await plane.infer(
+            PREDICT, call, name, params.get("version"), len(body), params.get("label")
+        )
+    )
 
 
 async def _standard_body(request: Request) -> tuple[DataPlane, str, str | None, bytes]:
     """What a standard protocol's POST starts with: the key, the model name, the media type
-    and the body, checked in that order; then the name and the version of the path."""
+    and the body, checked in that order; then the name and the version of the path (a
+    label's path has no version)."""
     _check_api_key(request)
     plane = _plane(request)
     params = request.path_params
@@ -79,7 +89,8 @@ async def v2_infer(request: Request) -> Response:
 
 async def _tf(request: Request, codec: Codec[bytes, Any, Answer]) -> Response:
     plane, name, version, body = await _standard_body(request)
-    return _respond(await plane.infer(codec, body, name, version, len(body)))
+    label = request.path_params.get("label")
+    return _respond(await plane.infer(codec, body, name, version, len(body), label))
 
 
 async def tf_predict(request: Request) -> Response:
@@ -107,35 +118,55 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    model = _plane(request).ready()
-    return JSONBytes(
-        {
-            "status": "ready",
-            "model": model.name,
-            "version": model.version,
-            "runtime": model.runtime.name,
-        }
-    )
+    """Ready when every served model has a verified version: the default model's version
+    (when there is one) and every model's."""
+    plane = _plane(request)
+    models = [registry.require() for registry in plane.ready()]
+    answer: dict[str, Any] = {"status": "ready"}
+    default = plane.repository.default_or_none()
+    model = default.served() if default is not None else None
+    if model is not None:
+        answer.update(model=model.name, version=model.version, runtime=model.runtime.name)
+    answer["models"] = {m.name: m.version for m in models}
+    return JSONBytes(answer)
 
 
-async def model_card(request: Request) -> Response:
-    """Metadata, test metrics and confusion matrix of the served version, and every version found."""
-    registry = _plane(request).registry
-    model = registry.current
-    card: dict[str, Any] = {
-        "name": registry.settings.model_name,
+def model_summary(registry: Registry) -> dict[str, Any]:
+    """A model's name, readiness, served version, loaded versions, labels and traffic."""
+    model = registry.served()
+    serving = registry.serving
+    summary: dict[str, Any] = {
+        "name": registry.name,
         "ready": model is not None,
         "version": model.version if model else None,
         "runtime": model.runtime.name if model else None,
         "previous_version": registry.previous.version if registry.previous else None,
-        "versions": [
-            {"version": s.version, "state": s.state, "reason": s.reason}
-            for s in registry.statuses()
-        ],
+        "loaded_versions": sorted(registry.loaded_models(), reverse=True),
+        "labels": dict(sorted(serving.labels.items())),
+        "traffic": serving.model_dump(exclude={"labels"}),
     }
+    if registry.serving_error is not None:
+        summary["serving_error"] = registry.serving_error
     if model is None:
-        card["reason"] = registry.not_ready_reason()
-    else:
+        summary["reason"] = registry.not_ready_reason()
+    return summary
+
+
+def _card(registry: Registry) -> dict[str, Any]:
+    """The summary, every version's state, and the served version's metadata and metrics."""
+    card = model_summary(registry)
+    card["versions"] = [
+        {
+            "version": s.version,
+            "state": s.state,
+            "reason": s.reason,
+            "loaded": s.loaded,
+            "labels": s.labels,
+        }
+        for s in registry.statuses()
+    ]
+    model = registry.served()
+    if model is not None:
         card["metadata"] = model.metadata.model_dump(mode="json")
         card["metrics"] = model.report
         card["threshold"] = model.threshold
@@ -144,7 +175,30 @@ async def model_card(request: Request) -> Response:
             feature.model_dump(exclude_none=True, exclude={"mean", "missing"})
             for feature in model.metadata.features
         ]
-    return JSONBytes(card)
+    return card
+
+
+async def model_card(request: Request) -> Response:
+    """The default model's card: metadata, test metrics and confusion matrix of the served
+    version, and every version found."""
+    return JSONBytes(_card(_plane(request).registry()))
+
+
+async def models(request: Request) -> Response:
+    """Every served model: readiness, served and loaded versions, labels and traffic."""
+    repository = _plane(request).repository
+    default = repository.default_or_none()
+    return JSONBytes(
+        {
+            "default_model": default.name if default is not None else None,
+            "models": [model_summary(repository.get(name)) for name in repository.names()],
+        }
+    )
+
+
+async def named_model_card(request: Request) -> Response:
+    """One model's card, as ``GET /model`` gives the default model's."""
+    return JSONBytes(_card(_plane(request).registry(request.path_params["name"])))
 
 
 async def metrics(request: Request) -> Response:
@@ -169,7 +223,9 @@ async def v2_model_metadata(request: Request) -> Response:
     """The inputs and both outputs, and the versions that can be asked for by path."""
     plane, params = _plane(request), request.path_params
     model = plane.model(params["name"], params.get("version"))
-    return JSONBytes(v2.model_metadata(params["name"], model, plane.loaded_versions()))
+    return JSONBytes(
+        v2.model_metadata(params["name"], model, plane.loaded_versions(params["name"]))
+    )
 
 
 async def v2_model_ready(request: Request) -> Response:
@@ -184,7 +240,9 @@ async def tf_status(request: Request) -> Response:
     version = params.get("version")
     model = plane.model(params["name"], version)
     others = (
-        [] if version is not None else [v for v in plane.loaded_versions() if v != model.version]
+        []
+        if version is not None
+        else [v for v in plane.loaded_versions(params["name"]) if v != model.version]
     )
     return JSONBytes(tfserving.version_status([model.version, *others]))
 

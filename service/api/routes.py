@@ -78,11 +78,29 @@ OPERATIONS = [
               docs={"response_model": schemas.PredictResponse, **_post(schemas.PREDICT_BODY, {
                   **schemas.ERROR_RESPONSES,
                   200: {"content": {"text/csv": {}}, "description": "predictions"}})}),
+    # The model repository: every model by name, version or label
+    Operation(("/models",), e.models, tag="models",
+              summary="Every served model: served and loaded versions, labels, traffic"),
+    Operation(("/models/{name}",), e.named_model_card, tag="models",
+              summary="One model's card: metadata, test metrics, versions, labels",
+              docs=_LOOKUP),
+    Operation(("/models/{name}/predict", "/models/{name}/versions/{version}/predict"), e.predict,
+              "POST", "models", "Predict with a model (its stable and canary split)", hot=True,
+              name="model_predict", version_summary="Predict with a loaded version of a model",
+              docs={"response_model": schemas.PredictResponse, **_post(schemas.PREDICT_BODY, {
+                  **schemas.ERROR_RESPONSES,
+                  200: {"content": {"text/csv": {}}, "description": "predictions"}})}),
+    Operation(("/models/{name}/labels/{label}/predict",), e.predict, "POST", "models",
+              "Predict with the version a label names", hot=True, name="label_predict",
+              docs={"response_model": schemas.PredictResponse, **_post(schemas.PREDICT_BODY, {
+                  **schemas.ERROR_RESPONSES,
+                  200: {"content": {"text/csv": {}}, "description": "predictions"}})}),
     Operation(("/healthz",), e.healthz, summary="Liveness: the process answers",
               docs={"response_model": schemas.HealthResponse}),
     Operation(("/readyz",), e.readyz, summary="Readiness: a verified model is loaded",
               docs={"response_model": schemas.ReadyResponse, "responses": _NOT_READY}),
-    Operation(("/model",), e.model_card, summary="The model card: metadata, test metrics, versions"),
+    Operation(("/model",), e.model_card,
+              summary="The default model's card: metadata, test metrics, versions"),
     Operation(("/metrics",), e.metrics,
               summary="Prometheus metrics: requests, latency, predictions, batches, model version",
               docs={"response_class": Response, "responses": {
@@ -114,6 +132,12 @@ OPERATIONS = [
     Operation(tuple(f"{p}:classify" for p in _TF_MODEL), e.tf_classify, "POST", TF,
               "Classify examples: every class with its score", hot=True, name="classify",
               version_summary="Classify examples with a loaded version",
+              docs=_post(schemas.TF_CLASSIFY_BODY)),
+    Operation(("/v1/models/{name}/labels/{label}:predict",), e.tf_predict, "POST", TF,
+              "Predict with the version a label names", hot=True, name="label_predict",
+              docs=_post(schemas.TF_PREDICT_BODY)),
+    Operation(("/v1/models/{name}/labels/{label}:classify",), e.tf_classify, "POST", TF,
+              "Classify examples with the version a label names", hot=True, name="label_classify",
               docs=_post(schemas.TF_CLASSIFY_BODY)),
     # Not in the OpenAPI document: it only tells a TF Serving client that this model classifies.
     Operation(("/v1/models/{name}:regress",), e.tf_regress, "POST", TF, name="regress",

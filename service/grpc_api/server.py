@@ -209,7 +209,14 @@ def _rpc(method: str) -> Callable[..., Any]:
                     self.sink.observe_grpc(method, _CODE_NAMES[code], seconds)
                 if self.access_log.enabled():
                     self.access_log.write(
-                        request_id, "GRPC", route, route, status, seconds, state.model_version
+                        request_id,
+                        "GRPC",
+                        route,
+                        route,
+                        status,
+                        seconds,
+                        state.model_version,
+                        state.model_name,
                     )
 
         return call
@@ -243,7 +250,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc("ServerReady")
     async def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.plane.registry.current is not None)
+        return pb.ServerReadyResponse(ready=self.plane.is_ready())
 
     @_rpc("ModelReady")
     async def ModelReady(self, request: Any, context: Any) -> pb.ModelReadyResponse:
@@ -262,7 +269,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         plane = self.plane
         model = plane.model(request.name, request.version or None)
         return codec.metadata_response(
-            v2.model_metadata(request.name, model, plane.loaded_versions())
+            v2.model_metadata(request.name, model, plane.loaded_versions(request.name))
         )
 
     @_rpc("ModelInfer")
@@ -321,7 +328,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
     def _status(self, service: str) -> int | None:
         if service not in ("", SERVICE):
             return None
-        serving = not self.draining and self.plane.registry.current is not None
+        serving = not self.draining and self.plane.is_ready()
         response = health_pb2.HealthCheckResponse
         return response.SERVING if serving else response.NOT_SERVING
 

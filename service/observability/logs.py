@@ -32,16 +32,18 @@ class RequestContext:
 
     request_id: str
     model_version: int | None = None
+    model_name: str | None = None
 
 
 current_request: ContextVar[RequestContext | None] = ContextVar("current_request", default=None)
 
 
-def note_model_version(version: int) -> None:
-    """Remember which model version answered the current request (for its access log line)."""
+def note_model(model: Any) -> None:
+    """Remember which model and version answered the current request (for its access line)."""
     context = current_request.get()
     if context is not None:
-        context.model_version = version
+        context.model_name = model.name
+        context.model_version = model.version
 
 
 # A second and its date and time, "YYYY-MM-DDTHH:MM:SS." (one tuple: threads read a matching pair).
@@ -201,6 +203,7 @@ class AccessLog:
         status: int,
         seconds: float,
         model_version: int | None,
+        model: str | None = None,
     ) -> None:
         """The line of one answered request (``path`` as the client sent it, cut to 200)."""
         message = f"{method} {route} {status}"
@@ -215,6 +218,7 @@ class AccessLog:
             "path": path[:200],
             "status": status,
             "duration_ms": round(seconds * 1_000_000) / 1000,  # 3 decimals
+            "model": model,
             "model_version": model_version,
         }
         if self.handler is not None:

@@ -28,6 +28,8 @@ MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 # Rows per model call: powers of two up to the default MAX_BATCH_ROWS (10,000) and beyond.
 BATCH_BUCKETS = tuple(float(2**i) for i in range(15))
+# The largest difference between two versions' probabilities of one row.
+DIFFERENCE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -89,14 +91,15 @@ class Metrics:
         )
         self.predictions = counter(
             "model_predictions",
-            "Rows predicted, by predicted label.",
-            ["label"],
+            "Rows predicted, by model and predicted label.",
+            ["model", "label"],
             registry=registry,
         )
         self.out_of_range = counter(
             "model_out_of_range",
-            "Feature values outside the training range (one per row and feature), by feature.",
-            ["feature"],
+            "Feature values outside the training range (one per row and feature), by model and "
+            "feature.",
+            ["model", "feature"],
             registry=registry,
         )
         self.batch_rows = histogram(
@@ -107,7 +110,7 @@ class Metrics:
         )
         self.model_info = Gauge(
             "model_info",
-            "The served model version: 1 while a worker serves it.",
+            "The version each model serves to unversioned requests: 1 while a worker serves it.",
             ["model", "version", "runtime"],
             registry=registry,
             multiprocess_mode="livemax",
@@ -115,23 +118,24 @@ class Metrics:
         self.reloads = Counter(
             "model_reloads",
             "Model versions loaded and swapped in (succeeded, the first load included) or "
-            "refused at verification (rejected).",
-            ["result"],
+            "refused at verification (rejected), by model.",
+            ["model", "result"],
             registry=registry,
         )
         self.inferences = counter(
             "inference_requests",
-            "Inference calls answered by the data plane, by protocol (predict, v2, tfserving, "
-            "grpc) and outcome as an HTTP status (200, 400, 404, 413, 503...; 499: cancelled, "
-            "by REQUEST_TIMEOUT_SECONDS or the client), whatever the transport.",
-            ["protocol", "status"],
+            "Inference calls answered by the data plane, by model (empty when none was found), "
+            "protocol (predict, v2, tfserving, grpc) and outcome as an HTTP status (200, 400, "
+            "404, 413, 503...; 499: cancelled, by REQUEST_TIMEOUT_SECONDS or the client), "
+            "whatever the transport.",
+            ["model", "protocol", "status"],
             registry=registry,
         )
         self.inference_latency = histogram(
             "inference_request_duration_seconds",
             "Time the data plane took for an inference call (lookup, decoding, prediction, "
-            "encoding), by protocol.",
-            ["protocol"],
+            "encoding), by model and protocol.",
+            ["model", "protocol"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
@@ -148,11 +152,33 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.shadow_predictions = counter(
+            "model_shadow_predictions",
+            "Rows a shadow version scored after another version answered them, by model, the "
+            "answering version, the shadow version and whether both gave the same label.",
+            ["model", "version", "shadow_version", "agree"],
+            registry=registry,
+        )
+        self.shadow_difference = histogram(
+            "model_shadow_probability_difference",
+            "Per shadowed row, the largest difference between the answering and the shadow "
+            "version's probability of one class.",
+            ["model", "version", "shadow_version"],
+            buckets=DIFFERENCE_BUCKETS,
+            registry=registry,
+        )
+        self.shadow_dropped = counter(
+            "model_shadow_dropped",
+            "Rows not shadowed, by model and reason: queue full (the scorer is behind), "
+            "features differ (the shadow reads other features), failed (the shadow raised).",
+            ["model", "reason"],
+            registry=registry,
+        )
         self._grpc: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self._inference: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._inference: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        # The last model's class keys and feature names, and their counters.
-        self._model_children: tuple[Any, Any, list[Any], list[Any]] = (None, None, [], [])
+        # Per model: its class keys and feature names, and their counters.
+        self._model_children: dict[str, tuple[Any, Any, list[Any], list[Any]]] = {}
         # One model call of that many rows: the unlabelled histogram's own observe.
         self.observe_batch = (
             self.batch_rows.observe if self.multiprocess else self.batch_rows.labels().observe
@@ -190,13 +216,13 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def observe_inference(self, protocol: str, status: int, seconds: float) -> None:
-        key = (protocol, status)
+    def observe_inference(self, model: str, protocol: str, status: int, seconds: float) -> None:
+        key = (model, protocol, status)
         children = self._inference.get(key)
         if children is None:
             children = (
-                self.inferences.labels(protocol, str(status)),
-                self.inference_latency.labels(protocol),
+                self.inferences.labels(model, protocol, str(status)),
+                self.inference_latency.labels(model, protocol),
             )
             self._inference[key] = children
         children[0].inc()
@@ -225,13 +251,42 @@ class Metrics:
 
     def _children_of(self, model: LoadedModel) -> tuple[list[Any], list[Any]]:
         """The counters of the model's labels and features, in class and feature order."""
-        keys, names, labels, features = self._model_children
-        if model.class_keys is not keys or model.feature_names is not names:
-            keys, names = model.class_keys, model.feature_names
-            labels = [self.predictions.labels(key) for key in keys]
-            features = [self.out_of_range.labels(name) for name in names]
-            self._model_children = (keys, names, labels, features)
-        return labels, features
+        cached = self._model_children.get(model.name)
+        if (
+            cached is None
+            or model.class_keys is not cached[0]
+            or model.feature_names is not cached[1]
+        ):
+            name = model.name
+            cached = (
+                model.class_keys,
+                model.feature_names,
+                [self.predictions.labels(name, key) for key in model.class_keys],
+                [self.out_of_range.labels(name, feature) for feature in model.feature_names],
+            )
+            self._model_children[name] = cached
+        return cached[2], cached[3]
+
+    def observe_shadow(
+        self,
+        answered_by: LoadedModel,
+        shadow: LoadedModel,
+        agree: np.ndarray,
+        difference: np.ndarray,
+    ) -> None:
+        """Count a shadowed batch's rows by agreement and observe each row's difference."""
+        labels = (answered_by.name, str(answered_by.version), str(shadow.version))
+        agreed = int(np.count_nonzero(agree))
+        if agreed:
+            self.shadow_predictions.labels(*labels, "true").inc(agreed)
+        if len(agree) - agreed:
+            self.shadow_predictions.labels(*labels, "false").inc(len(agree) - agreed)
+        child = self.shadow_difference.labels(*labels)
+        for value in difference.tolist():
+            child.observe(value)
+
+    def observe_shadow_dropped(self, model: str, reason: str, rows: int) -> None:
+        self.shadow_dropped.labels(model, reason).inc(rows)
 
     # -- exposition --------------------------------------------------------------------------
     def render(self, accept: str | None) -> tuple[bytes, str]:
@@ -267,10 +322,10 @@ class ModelMetrics(ModelEvents):
         self._served: tuple[str, str, str] | None = None
 
     def loaded(self, model: LoadedModel) -> None:
-        self.metrics.reloads.labels("succeeded").inc()
+        self.metrics.reloads.labels(self.model_name, "succeeded").inc()
 
     def rejected(self, version: int, reason: str) -> None:
-        self.metrics.reloads.labels("rejected").inc()
+        self.metrics.reloads.labels(self.model_name, "rejected").inc()
 
     def served(self, model: LoadedModel) -> None:
         served = (self.model_name, str(model.version), model.runtime.name)

@@ -208,11 +208,11 @@ class RequestMiddleware:
             status = exchange.status
             self.metrics.observe_request(route, method, status, seconds)
             if self.access_log.enabled():
-                version = context.model_version
+                name, version = context.model_name, context.model_version
                 if version is None:
-                    version = _served_version(scope)
+                    name, version = _served_model(scope)
                 self.access_log.write(
-                    context.request_id, method, route, scope["path"], status, seconds, version
+                    context.request_id, method, route, scope["path"], status, seconds, version, name
                 )
 
     # -- the timeout watchdog ------------------------------------------------------------------
@@ -242,7 +242,9 @@ class RequestMiddleware:
             oldest.expire()
 
 
-def _served_version(scope: Scope) -> int | None:
-    registry = getattr(getattr(scope.get("app"), "state", None), "registry", None)
-    model = getattr(registry, "current", None)
-    return getattr(model, "version", None)
+def _served_model(scope: Scope) -> tuple[str | None, int | None]:
+    """The default model's name and served version, for a request no model answered."""
+    repository = getattr(getattr(scope.get("app"), "state", None), "repository", None)
+    registry = repository.default_or_none() if repository is not None else None
+    model = registry.served() if registry is not None else None
+    return (model.name, model.version) if model is not None else (None, None)

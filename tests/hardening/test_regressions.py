@@ -70,7 +70,7 @@ def test_non_finite_model_output_is_refused_not_sent_as_null() -> None:
 @pytest.fixture
 def not_ready(tmp_path: Path) -> Iterator[TestClient]:
     """An app with no bundle: the routes and the OpenAPI document, without a model."""
-    settings = Settings(artifacts_dir=tmp_path, api_key="k", admin_token="a")
+    settings = Settings(artifacts_dir=tmp_path, model_name="iris", api_key="k", admin_token="a")
     with TestClient(create_app(settings)) as client:
         yield client
 

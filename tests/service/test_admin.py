@@ -107,6 +107,7 @@ def test_reload_a_version_then_roll_back(client: TestClient) -> None:
         "version": 1,
         "runtime": "litert",
         "previous_version": 2,
+        "labels": {},
     }
     assert served(client) == 1
     assert versions(client)[2][0] == "available"
@@ -183,5 +184,5 @@ def test_reload_needs_a_json_body(client: TestClient) -> None:
 def test_rollback_with_nothing_to_roll_back_to_is_409(client: TestClient) -> None:
     response = client.post("/admin/rollback", headers=AUTH)
     assert response.status_code == 409
-    assert response.json() == {"error": "no previous version to roll back to"}
+    assert response.json() == {"error": "model 'iris' has no previous version to roll back to"}
     assert served(client) == 2

@@ -112,7 +112,7 @@ def serve(artifacts: Path, **overrides: Any) -> TestClient:
 @pytest.fixture
 def direct_and_routed(artifacts_copy: Path) -> Iterator[tuple[TestClient, TestClient]]:
     with serve(artifacts_copy) as direct, serve(artifacts_copy) as routed:
-        assert isinstance(routed.app, ServiceApp) and len(routed.app.hot_routes) == 7
+        assert isinstance(routed.app, ServiceApp) and len(routed.app.hot_routes) == 12
         routed.app.hot_routes = ()  # every request through FastAPI's routing
         yield direct, routed
 
@@ -173,7 +173,7 @@ def inference_counts(client: TestClient) -> dict[tuple[str, str], float]:
     counts = {}
     for line in client.get("/metrics").text.splitlines():
         match = re.fullmatch(
-            r'inference_requests_total\{protocol="(\w+)",status="(\d+)"\} (\S+)', line
+            r'inference_requests_total\{model="\w*",protocol="(\w+)",status="(\d+)"\} (\S+)', line
         )
         if match:
             counts[(match[1], match[2])] = float(match[3])

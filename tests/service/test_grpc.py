@@ -235,7 +235,7 @@ def test_metrics_and_access_lines_name_the_protocol(iris: GrpcServer) -> None:
     client = tgrpc.InferenceServerClient(iris.target)
     client.infer("iris", [_fp32(ROWS, tgrpc)], headers={**AUTH, "x-request-id": "grpc-line-1"})
     metrics = httpx.get(f"{iris.url}/metrics").text
-    assert 'inference_requests_total{protocol="grpc",status="200"}' in metrics
+    assert 'inference_requests_total{model="iris",protocol="grpc",status="200"}' in metrics
     assert 'grpc_requests_total{code="OK",method="ModelInfer"}' in metrics
     assert 'grpc_requests_total{code="UNAUTHENTICATED",method="ModelInfer"}' in metrics
     assert 'model_predictions_total{label="setosa"}' in metrics

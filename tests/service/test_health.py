@@ -95,8 +95,19 @@ def test_model_card_lists_a_rejected_version_with_its_reason(artifacts_copy: Pat
 
 
 # -- nothing valid to serve: the process runs, readiness and predictions say why ----------------
-def test_no_version_at_start(empty_artifacts: Path) -> None:
+def test_no_model_directory_at_start(empty_artifacts: Path) -> None:
+    """MODEL_NAME=* (the default) with nothing under ARTIFACTS_DIR: not ready, saying where."""
     with serve(empty_artifacts) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["error"] == (
+            f"no model directory with a version found under {empty_artifacts}"
+        )
+        assert client.post("/predict", json={"instances": [[1, 2, 3, 4]]}).status_code == 503
+
+
+def test_no_version_at_start(empty_artifacts: Path) -> None:
+    with serve(empty_artifacts, model_name="iris") as client:
         assert client.get("/healthz").status_code == 200
         ready = client.get("/readyz")
         assert ready.status_code == 503

@@ -30,10 +30,11 @@ from service.settings import Settings
 from tests.support import ROOT, ServerProcess
 
 ROW = [5.1, 3.5, 1.4, 0.2]
-ACCESS_FIELDS = {"request_id", "method", "route", "path", "status", "duration_ms", "model_version"}
+ACCESS_FIELDS = {"request_id", "method", "route", "path", "status", "duration_ms", "model"}
+ACCESS_FIELDS |= {"model_version"}
 # Every access line, whichever way it is written: these keys in this order.
 ACCESS_KEYS = ["time", "level", "logger", "message", "request_id", "method", "route", "path"]
-ACCESS_KEYS += ["status", "duration_ms", "model_version"]
+ACCESS_KEYS += ["status", "duration_ms", "model", "model_version"]
 GENERATED = re.compile(r"[0-9a-f]{32}")
 
 

@@ -107,11 +107,17 @@ def test_metrics_count_requests_predictions_and_batches(client: TestClient) -> N
     assert sum(labels.values()) == rows
     assert {"setosa", "virginica"} <= set(labels)
     for label in ("setosa", "versicolor", "virginica"):
-        assert delta(before, after, "model_predictions_total", label=label) == labels[label]
+        assert (
+            delta(before, after, "model_predictions_total", model="iris", label=label)
+            == labels[label]
+        )
 
     assert warned == {"sepal_length": 2, "petal_width": 2}
     for feature in FEATURES:
-        assert delta(before, after, "model_out_of_range_total", feature=feature) == warned[feature]
+        assert (
+            delta(before, after, "model_out_of_range_total", model="iris", feature=feature)
+            == warned[feature]
+        )
 
     # Sequential requests: one model call each, in both runtimes (the batcher has nothing to merge).
     assert delta(before, after, "model_batch_rows_count") == 4
@@ -119,7 +125,7 @@ def test_metrics_count_requests_predictions_and_batches(client: TestClient) -> N
     assert delta(before, after, "model_batch_rows_bucket", le="4.0") == 4
     assert delta(before, after, "model_batch_rows_bucket", le="2.0") == 3
 
-    runtime = client.app.state.registry.current.runtime.name  # type: ignore[attr-defined]
+    runtime = client.app.state.repository.models["iris"].current.runtime.name  # type: ignore[attr-defined]
     assert value(after, "model_info", model="iris", version="1", runtime=runtime) == 1
     assert value(after, "http_predictions_in_flight") == 0
 
@@ -160,11 +166,13 @@ def test_every_protocol_is_counted(client: TestClient) -> None:
         == 1
     )
     predicted = sum(
-        delta(before, after, "model_predictions_total", label=label)
+        delta(before, after, "model_predictions_total", model="iris", label=label)
         for label in ("setosa", "versicolor", "virginica")
     )
     assert predicted == 3
-    assert delta(before, after, "model_out_of_range_total", feature="sepal_length") == 1
+    assert (
+        delta(before, after, "model_out_of_range_total", model="iris", feature="sepal_length") == 1
+    )
     assert delta(before, after, "model_batch_rows_sum") == 3
 
 
@@ -184,14 +192,14 @@ def test_model_version_and_reloads(artifacts_copy: Path) -> None:
     with TestClient(create_app(settings)) as client:
         loaded = scrape(client)
         # Version 2 is refused at verification, version 1 is served.
-        assert delta(before, loaded, "model_reloads_total", result="rejected") == 1
-        assert delta(before, loaded, "model_reloads_total", result="succeeded") == 1
+        assert delta(before, loaded, "model_reloads_total", model="iris", result="rejected") == 1
+        assert delta(before, loaded, "model_reloads_total", model="iris", result="succeeded") == 1
         assert value(loaded, "model_info", model="iris", version="1", runtime="litert") == 1
 
         shutil.copytree(model_dir / "1", model_dir / "3")
-        assert client.app.state.registry.poll()  # type: ignore[attr-defined]
+        assert client.app.state.repository.models["iris"].poll()  # type: ignore[attr-defined]
         swapped = scrape(client)
-        assert delta(before, swapped, "model_reloads_total", result="succeeded") == 2
+        assert delta(before, swapped, "model_reloads_total", model="iris", result="succeeded") == 2
         assert value(swapped, "model_info", model="iris", version="3", runtime="litert") == 1
         assert (
             "model_info",
@@ -243,9 +251,12 @@ def _check_server_totals(samples: Samples, n: int, labels: Counter, warned: Coun
         value(samples, "http_request_duration_seconds_count", **http("/predict", "POST", 200)) == n
     )
     for label in ("setosa", "versicolor", "virginica"):
-        assert value(samples, "model_predictions_total", label=label) == labels[label]
+        assert value(samples, "model_predictions_total", model="iris", label=label) == labels[label]
     for feature in FEATURES:
-        assert value(samples, "model_out_of_range_total", feature=feature) == warned[feature]
+        assert (
+            value(samples, "model_out_of_range_total", model="iris", feature=feature)
+            == warned[feature]
+        )
     assert value(samples, "model_batch_rows_count") == n
     assert value(samples, "model_batch_rows_sum") == rows
 
@@ -265,7 +276,7 @@ def test_metrics_of_a_real_server(artifacts_copy: Path, server_log: Path) -> Non
         samples = parse(httpx.get(server.url + "/metrics").text)
     _check_server_totals(samples, n, labels, warned)
     assert value(samples, "model_info", model="iris", version="1", runtime="litert") == 1
-    assert value(samples, "model_reloads_total", result="succeeded") == 1
+    assert value(samples, "model_reloads_total", model="iris", result="succeeded") == 1
     assert value(samples, "process_resident_memory_bytes") > 0
     print(f"\nreal server: {n} requests, {sum(labels.values())} rows counted: {dict(labels)}")
 
@@ -310,7 +321,7 @@ def test_metrics_add_up_across_workers(artifacts_copy: Path, tmp_path: Path) -> 
     for samples in scrapes:
         _check_server_totals(samples, n, labels, warned)
         # Every worker loads the model once at start.
-        assert value(samples, "model_reloads_total", result="succeeded") == 2
+        assert value(samples, "model_reloads_total", model="iris", result="succeeded") == 2
         assert value(samples, "model_info", model="iris", version="1", runtime="litert") == 1
     print(
         f"\n2 workers: {n} requests counted once each in every scrape; worker pids {sorted(pids)}"

@@ -75,7 +75,7 @@ class HeldModel:
     """Every model call (on the Keras batcher's thread) waits until :meth:`release`."""
 
     def __init__(self, app: FastAPI) -> None:
-        self.runtime = app.state.registry.current.runtime
+        self.runtime = app.state.repository.models["iris"].current.runtime
         self.original = self.runtime.predict
         self.entered = threading.Event()  # a call is being held
         self.released = threading.Event()

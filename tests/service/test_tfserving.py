@@ -97,7 +97,7 @@ def test_unknown_model_or_version_is_404(api: TestClient, path: str) -> None:
 def test_status_lists_the_loaded_previous_version(artifacts_copy: Path) -> None:
     shutil.copytree(artifacts_copy / "iris" / "1", artifacts_copy / "iris" / "2")
     with make_client(artifacts_copy) as client:
-        client.app.state.registry.reload(1)  # type: ignore[attr-defined]
+        client.app.state.repository.models["iris"].reload(1)  # type: ignore[attr-defined]
         versions = client.get("/v1/models/iris").json()["model_version_status"]
         assert [v["version"] for v in versions] == ["1", "2"]
         for version in ("1", "2"):

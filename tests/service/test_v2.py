@@ -299,7 +299,7 @@ def test_version_path_serves_a_loaded_version(artifacts_copy: Path) -> None:
     shutil.copytree(artifacts_copy / "iris" / "1", artifacts_copy / "iris" / "2")
     with make_client(artifacts_copy) as client:
         assert client.get("/v2/models/iris").json()["versions"] == ["2"]
-        registry = client.app.state.registry  # type: ignore[attr-defined]
+        registry = client.app.state.repository.models["iris"]  # type: ignore[attr-defined]
         registry.reload(1)  # 1 is served, 2 is kept loaded as the previous version
         assert client.get("/v2/models/iris").json()["versions"] == ["2", "1"]
         for version in ("1", "2"):

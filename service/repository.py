@@ -1,0 +1,157 @@
+"""The model repository: one :class:`~service.registry.Registry` per served model.
+
+``MODEL_NAME`` names the models (one, a list, or ``*``: every model directory under
+ARTIFACTS_DIR that holds a version, including ones that appear later, found by polling).
+``DEFAULT_MODEL`` (or the only model) answers ``/predict``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import bundle
+from service.errors import ModelNotReady, NotFound
+from service.registry import ModelEvents, Registry, poll_every
+from service.settings import Settings
+
+log = logging.getLogger("service.repository")
+
+
+class Repository:
+    """Every served model's registry, by name; ``models`` is replaced, never mutated."""
+
+    def __init__(
+        self, settings: Settings, events: Callable[[str], ModelEvents | None] | None = None
+    ) -> None:
+        self.settings = settings
+        self.listed = settings.served_names  # None: every model directory
+        self.models: dict[str, Registry] = {}
+        self._events = events or (lambda name: None)
+        self._lock = threading.Lock()  # adding models
+        self._closed = False
+
+    # -- reading -----------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return sorted(self.models)
+
+    def get(self, name: str) -> Registry:
+        """The registry of ``name``, or :class:`NotFound` listing the models served."""
+        registry = self.models.get(name)
+        if registry is None:
+            raise NotFound(f"model {name[:64]!r} not found; this server serves {self._listing()}")
+        return registry
+
+    def default(self) -> Registry:
+        """The model unnamed requests (``/predict``) are for: DEFAULT_MODEL, or the only one."""
+        name = self.settings.default_model
+        if name is not None:
+            return self.get(name)
+        models = self.models
+        if len(models) == 1:
+            return next(iter(models.values()))
+        if not models:
+            raise ModelNotReady(self.not_ready_reason())
+        raise NotFound(
+            f"this server serves several models, {self._listing()}, and DEFAULT_MODEL is not "
+            "set: name one in the path, /models/{name}/predict"
+        )
+
+    def default_or_none(self) -> Registry | None:
+        try:
+            return self.default()
+        except (NotFound, ModelNotReady):
+            return None
+
+    def ready(self) -> list[Registry]:
+        """The served models, each with a served version; :class:`ModelNotReady` with the first
+        reason otherwise. Models MODEL_NAME lists must all be ready; with ``*``, a model
+        directory counts once one of its versions verified (a broken new model does not take
+        the others out of service), and at least one must be ready."""
+        models = [self.models[name] for name in self.names()]
+        if self.listed is not None:
+            for registry in models:
+                registry.require()
+            if not models:
+                raise ModelNotReady(self.not_ready_reason())
+            return models
+        ready = [registry for registry in models if registry.served() is not None]
+        if not ready:
+            raise ModelNotReady(self.not_ready_reason())
+        return ready
+
+    def not_ready_reason(self) -> str:
+        models = [self.models[name] for name in self.names()]
+        for registry in models:
+            if registry.served() is None:
+                return registry.not_ready_reason()
+        if self.listed is None:
+            return f"no model directory with a version found under {self.settings.artifacts_dir}"
+        return "no model is served"
+
+    def _listing(self) -> str:
+        names = self.names()
+        shown = ", ".join(repr(n) for n in names[:20]) + (", ..." if len(names) > 20 else "")
+        return shown or "no model yet"
+
+    # -- loading -----------------------------------------------------------------------------
+    def _discover(self) -> list[str]:
+        if self.listed is not None:
+            return list(self.listed)
+        return bundle.list_models(self.settings.artifacts_dir)
+
+    def _add_new(self) -> list[Registry]:
+        """Registries for models not seen before (not loaded yet)."""
+        added = []
+        with self._lock:
+            models = dict(self.models)
+            for name in self._discover():
+                if name not in models and not self._closed:
+                    models[name] = Registry(self.settings, self._events(name), name)
+                    added.append(models[name])
+            self.models = models
+        return added
+
+    def load_initial(self) -> None:
+        """At start-up: every model's versions."""
+        for registry in self._add_new():
+            registry.load_initial()
+        self._warn_without_default()
+
+    def poll(self) -> bool:
+        """Models that appeared (with ``*``), then each model's new versions and serving.json."""
+        added = self._add_new()
+        for registry in added:
+            registry.load_initial()
+            log.info("found model %r", registry.name)
+        if added:
+            self._warn_without_default()
+        swapped = False
+        for registry in list(self.models.values()):
+            if registry not in added:
+                swapped = registry.poll() or swapped
+        return swapped or bool(added)
+
+    def _warn_without_default(self) -> None:
+        if self.settings.default_model is None and len(self.models) > 1:
+            log.warning(
+                "serving %d models and DEFAULT_MODEL is not set: /predict and /admin/reload "
+                "answer 404 until it is; requests name the model in the path",
+                len(self.models),
+            )
+        elif self.settings.default_model is not None and self.settings.default_model not in (
+            self.models
+        ):
+            log.warning("DEFAULT_MODEL %r is not served", self.settings.default_model)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            models = list(self.models.values())
+        for registry in models:
+            registry.close()
+
+    async def watch(self) -> None:
+        """Poll every POLL_SECONDS, loading off the event loop so requests keep flowing."""
+        await poll_every(self.settings.poll_seconds, self.poll, "new models and versions")
