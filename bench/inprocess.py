@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {
         **os.environ,
         "ARTIFACTS_DIR": str(Path(args.artifacts).resolve()),
+        "MODEL_NAME": "iris",  # the model /predict answers, whatever else the directory holds
         "MODEL_RUNTIME": "litert",
     }
     env.pop("LOG_LEVEL", None)

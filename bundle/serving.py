@@ -7,9 +7,11 @@ renamed over it), so a reader sees the old document or the new one, never half o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 
@@ -26,7 +28,8 @@ MAX_SERVING_BYTES = 64 * 1024  # a document with a few labels is a few hundred b
 class ServingConfig(BaseModel):
     """Which version each label names and how unversioned traffic is split."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: a hand-written "stable": true or "10" is refused, not read as 1 or 10.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     labels: dict[str, int] = Field(
         default_factory=dict, description="label to version; 'stable' takes unversioned requests"
@@ -70,18 +73,27 @@ def read_serving(model_dir: Path) -> ServingConfig:
     unreadable, too large or not a valid document (naming what is wrong)."""
     path = serving_path(model_dir)
     try:
-        with open(path, "rb") as file:
-            content = file.read(MAX_SERVING_BYTES + 1)
+        # Non-blocking: a FIFO in its place must not hang the poll; it is refused below.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return ServingConfig()
     except OSError as exc:
         raise BundleError(f"{SERVING} cannot be read: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BundleError(f"{SERVING} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            content = file.read(MAX_SERVING_BYTES + 1)
+    except OSError as exc:
+        raise BundleError(f"{SERVING} cannot be read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     if len(content) > MAX_SERVING_BYTES:
         raise BundleError(f"{SERVING} is larger than {MAX_SERVING_BYTES} bytes")
     try:
         return ServingConfig.model_validate(json.loads(content))
     except ValueError as exc:  # JSON or validation
-        raise BundleError(f"{SERVING} is not valid: {_first_error(exc)}") from None
+        raise BundleError(f"{SERVING} is not valid: {first_error(exc)}") from None
 
 
 def write_serving(model_dir: Path, config: ServingConfig) -> None:
@@ -99,14 +111,18 @@ def write_serving(model_dir: Path, config: ServingConfig) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # The new document is in place and every reader sees it from here on: a failure to make
+    # the rename durable cannot be undone, so it is not reported as a failed write.
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
-def _first_error(exc: ValueError) -> str:
+def first_error(exc: ValueError) -> str:
+    """The first problem of a JSON or validation error, as one line naming the field."""
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "document"

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from service.api import admin, routes
 from service.dataplane import Admission, DataPlane
@@ -55,7 +56,23 @@ async def _http_error(request: Request, exc: Exception) -> JSONBytes:
         message = f"no route {request.url.path[:200]!r}"
     elif exc.status_code == 405:
         message = f"method {request.method} is not allowed on {request.url.path[:200]!r}"
+        # Starlette's Allow names the first matching route's methods only; a path served by
+        # several routes (PUT and DELETE of a label) allows all of theirs.
+        allowed = _allowed_methods(request)
+        if allowed:
+            return _error(405, message, {"Allow": ", ".join(allowed)})
     return _error(exc.status_code, message, getattr(exc, "headers", None))
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers on this path (asked of each route, included routers'
+    too, through Starlette's own matching)."""
+    allowed = []
+    for method in ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
 
 
 def _lifespan(settings: Settings, observed: bool, admission: Admission):

@@ -124,6 +124,7 @@ class DataPlane:
         """The version that answers, and the shadow that should score the same rows (only
         unversioned requests are split between stable and canary, and shadowed)."""
         registry = self.registry(name)
+        note_model(registry.name)  # for the access line, should the request then fail
         if label is not None:
             return registry.labelled(label), None
         if version is not None:
@@ -152,6 +153,7 @@ class DataPlane:
         try:
             model, shadow = self._route(name, version, label)
             model_name = model.name
+            note_model(model_name, model.version)
             big = size >= OFFLOAD_BYTES
             try:
                 if big:
@@ -186,7 +188,7 @@ class DataPlane:
     async def predict(self, model: LoadedModel, x: np.ndarray) -> np.ndarray:
         """Probabilities for a validated matrix, counted by label and out-of-range feature."""
         probabilities = await model.probabilities(x)
-        note_model(model)  # for the access line
+        note_model(model.name, model.version)  # for the access line
         if self.sink is not None:
             self.sink.observe_predictions(model, x, probabilities)
         return probabilities

@@ -25,7 +25,14 @@ from typing import Literal
 
 import bundle
 from service.batching import AdaptiveBatcher
-from service.errors import BundleRejected, Conflict, ModelNotReady, NotFound, ServiceError
+from service.errors import (
+    BundleRejected,
+    Conflict,
+    InvalidInput,
+    ModelNotReady,
+    NotFound,
+    ServiceError,
+)
 from service.model import LoadedModel, load_version
 from service.settings import Settings
 
@@ -136,7 +143,8 @@ class Registry:
         self.extra: dict[int, LoadedModel] = {}  # other loaded versions, by number
         self.serving = bundle.ServingConfig()  # the last valid serving.json applied
         self.serving_error: str | None = None  # why the file on disk is not applied, if it is not
-        self._serving_stat: tuple[int, int, int] | None = None
+        self.label_errors: dict[str, str] = {}  # labels naming a version that is not loaded
+        self._serving_stat: tuple[int, int, int, int] | None = None
         self.routing = Routing()
         # Where each share's count starts: requests go to the canary (and the shadow) in an
         # even pattern that gives the exact share over any window, from a random phase.
@@ -222,8 +230,8 @@ class Registry:
         if version is None:
             raise NotFound(f"model {self.name!r} has no label {label[:64]!r}")
         raise NotFound(
-            f"label {label!r} of model {self.name!r} names version {version}, which is not "
-            f"loaded: {self._reason(version)}"
+            f"label {label!r} of model {self.name!r} is not applied: "
+            + self._unloaded_reason(version)
         )
 
     def not_ready_reason(self) -> str:
@@ -381,12 +389,23 @@ class Registry:
         if retired is not None:
             self._retire([retired], served=swapped)
         if swapped:
-            log.info(
-                "serving version %s of %s (runtime %s)",
-                model.version,
-                self.name,
-                model.runtime.name,
-            )
+            stable = self.routing.stable
+            if stable is None:
+                log.info(
+                    "serving version %s of %s (runtime %s)",
+                    model.version,
+                    self.name,
+                    model.runtime.name,
+                )
+            else:
+                log.info(
+                    "loaded version %s of %s (runtime %s); label stable keeps unversioned "
+                    "requests on version %s",
+                    model.version,
+                    self.name,
+                    model.runtime.name,
+                    stable.version,
+                )
         return swapped
 
     def _candidates(self, available: list[int]) -> list[int]:
@@ -515,8 +534,7 @@ class Registry:
                     kept += 1
         with self._swap_lock:
             dropped = [m for v, m in self.extra.items() if v not in wanted]
-            for model in dropped:
-                del self.extra[model.version]
+            self.extra = {v: m for v, m in self.extra.items() if v in wanted}
         self._route_by(config)
         self._retire(dropped)
 
@@ -526,7 +544,7 @@ class Registry:
             model = self._try_load(version)
         if model is not None and version not in self.extra:
             with self._swap_lock:
-                self.extra[version] = model
+                self.extra = {**self.extra, version: model}  # replaced: readers copy it unlocked
         return model
 
     def _route_by(self, config: bundle.ServingConfig) -> None:
@@ -535,6 +553,11 @@ class Registry:
         labelled = {label: loaded[v] for label, v in config.labels.items() if v in loaded}
         shadow = loaded.get(config.shadow_version) if config.shadow_version else None
         routing = Routing(labelled, config.canary_percent, shadow, config.shadow_percent)
+        problems = self.label_problems(config, loaded)
+        if problems != self.label_errors:
+            for label, problem in problems.items():
+                log.warning("%s: label %r is not applied: %s", self.name, label, problem)
+            self.label_errors = problems
         with self._swap_lock:
             before = self.served()
             old = self.routing
@@ -543,6 +566,24 @@ class Registry:
             if after is not None and after is not before:
                 self.events.served(after)
         self._retire([*old.labelled.values(), *([old.shadow] if old.shadow else [])])
+
+    def label_problems(
+        self, config: bundle.ServingConfig, loaded: dict[int, LoadedModel]
+    ) -> dict[str, str]:
+        """Why each label (and the shadow) naming a version that is not loaded is not applied."""
+        named = dict(config.labels)
+        if config.shadow_version is not None:
+            named["shadow_version"] = config.shadow_version
+        return {
+            label: self._unloaded_reason(version)
+            for label, version in sorted(named.items())
+            if version not in loaded
+        }
+
+    def _unloaded_reason(self, version: int) -> str:
+        if version not in self.versions():
+            return f"version {version} not found"
+        return f"version {version} is not loaded: {self._reason(version)}"
 
     def _available(self, version: int) -> LoadedModel:
         """Under the load lock: a loaded version, or one verified and loaded now; 404 if it is
@@ -558,7 +599,7 @@ class Registry:
                 f"version {version} of model {self.name!r} was rejected: {self._reason(version)}"
             )
         with self._swap_lock:
-            self.extra[version] = model
+            self.extra = {**self.extra, version: model}
         return model
 
     def _commit(self, config: bundle.ServingConfig) -> bundle.ServingConfig:
@@ -581,10 +622,14 @@ class Registry:
         """Point ``label`` at ``version`` (verified and loaded first) and persist it."""
         with self._load_lock:
             self._refresh_serving()  # build on what another replica may have written
-            model = self._available(version)
-            shadow = self.routing.shadow
-            if label == STABLE and shadow is not None:
-                _check_shadow_fits(shadow, model)
+            try:
+                model = self._available(version)
+                shadow = self.routing.shadow
+                if label == STABLE and shadow is not None:
+                    _check_shadow_fits(shadow, model)
+            except ServiceError:
+                self._load_wanted()  # retire what was loaded for nothing
+                raise
             labels = {**self.serving.labels, label: model.version}
             return self._commit(self.serving.model_copy(update={"labels": labels}))
 
@@ -601,12 +646,21 @@ class Registry:
         (the keys given; the others keep their value) and persist them."""
         with self._load_lock:
             self._refresh_serving()
-            config = bundle.ServingConfig.model_validate({**self.serving.model_dump(), **changes})
-            if config.shadow_version is not None:
-                shadow = self._available(config.shadow_version)
-                served = self.served()
-                if served is not None:
-                    _check_shadow_fits(shadow, served)
+            try:
+                config = bundle.ServingConfig.model_validate(
+                    {**self.serving.model_dump(), **changes}
+                )
+            except ValueError as exc:
+                raise InvalidInput(bundle.serving.first_error(exc)) from None
+            try:
+                if config.shadow_version is not None:
+                    shadow = self._available(config.shadow_version)
+                    served = self.served()
+                    if served is not None:
+                        _check_shadow_fits(shadow, served)
+            except ServiceError:
+                self._load_wanted()
+                raise
             return self._commit(config)
 
     # -- admin ---------------------------------------------------------------------------------
@@ -731,12 +785,13 @@ def _only_name(settings: Settings) -> str:
     return names[0]
 
 
-def _stat(path: Path) -> tuple[int, int, int] | None:
+def _stat(path: Path) -> tuple[int, int, int, int] | None:
+    """What tells a changed file: ctime and inode catch an edit that keeps size and mtime."""
     try:
         stat = os.stat(path)
     except OSError:
         return None
-    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    return (stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size, stat.st_ino)
 
 
 def _check_shadow_fits(shadow: LoadedModel, served: LoadedModel) -> None:

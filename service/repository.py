@@ -66,10 +66,13 @@ class Repository:
 
     def ready(self) -> list[Registry]:
         """The served models, each with a served version; :class:`ModelNotReady` with the first
-        reason otherwise. Models MODEL_NAME lists must all be ready; with ``*``, a model
+        reason otherwise. DEFAULT_MODEL, when set, must be ready, and so must every model
+        MODEL_NAME lists; with ``*``, a model
         directory counts once one of its versions verified (a broken new model does not take
         the others out of service), and at least one must be ready."""
         models = [self.models[name] for name in self.names()]
+        if self.settings.default_model is not None:  # what /predict answers must be ready
+            self.default().require()
         if self.listed is not None:
             for registry in models:
                 registry.require()

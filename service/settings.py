@@ -36,9 +36,9 @@ class Settings(BaseSettings):
     )
     model_versions: str = Field(
         "latest",
-        description="Versions loaded and answerable at once: latest (the newest valid one and "
-        "the previous one), latest:N (the N newest), all, or a list such as 1,3; labelled "
-        "versions are always loaded.",
+        description="Versions loaded and answerable at once: latest (the newest valid one, and "
+        "the one it replaced after a swap), latest:N (the N newest), all, or a list such as "
+        "1,3; labelled versions are always loaded.",
     )
     model_runtime: Literal["litert", "keras"] | None = Field(
         None,
@@ -119,9 +119,12 @@ class Settings(BaseSettings):
     @field_validator("default_model")
     @classmethod
     def _default_model(cls, value: str | None) -> str | None:
-        if value is not None and value != "":
-            model_names(value) if "," not in value else _refuse("DEFAULT_MODEL names one model")
-        return value or None
+        if value is not None and value.strip():
+            names = model_names(value)
+            if names is None or len(names) != 1:
+                raise ValueError("DEFAULT_MODEL names one model")
+            return names[0]
+        return None
 
     @field_validator("model_versions")
     @classmethod
@@ -145,10 +148,6 @@ class Settings(BaseSettings):
         (noticing the signal, the lifespan shutdown; measured at 0.2-0.3 s), half below 2 s."""
         timeout = self.shutdown_timeout_seconds
         return max(timeout - 1.0, timeout / 2)
-
-
-def _refuse(message: str) -> None:
-    raise ValueError(message)
 
 
 def model_names(value: str) -> tuple[str, ...] | None:

@@ -46,9 +46,11 @@ router = APIRouter(
 
 
 def _served(registry: Registry, model: LoadedModel) -> dict[str, Any]:
+    """What a reload or rollback made of the model. ``status`` is "loaded" when label stable
+    decides what unversioned requests get: ``model`` answers only by its number then."""
     previous = registry.previous
     return {
-        "status": "serving",
+        "status": "serving" if registry.served() is model else "loaded",
         "model": registry.name,
         "version": model.version,
         "runtime": model.runtime.name,

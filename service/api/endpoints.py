@@ -147,6 +147,8 @@ def model_summary(registry: Registry) -> dict[str, Any]:
     }
     if registry.serving_error is not None:
         summary["serving_error"] = registry.serving_error
+    if registry.label_errors:
+        summary["label_errors"] = registry.label_errors
     if model is None:
         summary["reason"] = registry.not_ready_reason()
     return summary

@@ -71,13 +71,27 @@ def _post(body: dict[str, Any], responses: dict[Any, Any] = schemas.STANDARD_ERR
     return {"responses": responses, "openapi_extra": {"requestBody": body}}
 
 
+_PREDICT_DOCS = {
+    "response_model": schemas.PredictResponse,
+    **_post(
+        schemas.PREDICT_BODY,
+        {
+            **schemas.ERROR_RESPONSES,
+            404: {
+                "model": schemas.ErrorResponse,
+                "description": "no such model, version or label; or several models and no "
+                "DEFAULT_MODEL",
+            },
+            200: {"content": {"text/csv": {}}, "description": "predictions"},
+        },
+    ),
+}
+
 # fmt: off
 OPERATIONS = [
     Operation(("/predict",), e.predict, "POST", "predict",
-              "Predict labels and per-class probabilities", hot=True,
-              docs={"response_model": schemas.PredictResponse, **_post(schemas.PREDICT_BODY, {
-                  **schemas.ERROR_RESPONSES,
-                  200: {"content": {"text/csv": {}}, "description": "predictions"}})}),
+              "Predict labels and per-class probabilities (the default model)", hot=True,
+              docs=_PREDICT_DOCS),
     # The model repository: every model by name, version or label
     Operation(("/models",), e.models, tag="models",
               summary="Every served model: served and loaded versions, labels, traffic"),
@@ -87,14 +101,10 @@ OPERATIONS = [
     Operation(("/models/{name}/predict", "/models/{name}/versions/{version}/predict"), e.predict,
               "POST", "models", "Predict with a model (its stable and canary split)", hot=True,
               name="model_predict", version_summary="Predict with a loaded version of a model",
-              docs={"response_model": schemas.PredictResponse, **_post(schemas.PREDICT_BODY, {
-                  **schemas.ERROR_RESPONSES,
-                  200: {"content": {"text/csv": {}}, "description": "predictions"}})}),
+              docs=_PREDICT_DOCS),
     Operation(("/models/{name}/labels/{label}/predict",), e.predict, "POST", "models",
               "Predict with the version a label names", hot=True, name="label_predict",
-              docs={"response_model": schemas.PredictResponse, **_post(schemas.PREDICT_BODY, {
-                  **schemas.ERROR_RESPONSES,
-                  200: {"content": {"text/csv": {}}, "description": "predictions"}})}),
+              docs=_PREDICT_DOCS),
     Operation(("/healthz",), e.healthz, summary="Liveness: the process answers",
               docs={"response_model": schemas.HealthResponse}),
     Operation(("/readyz",), e.readyz, summary="Readiness: a verified model is loaded",

@@ -38,12 +38,12 @@ class RequestContext:
 current_request: ContextVar[RequestContext | None] = ContextVar("current_request", default=None)
 
 
-def note_model(model: Any) -> None:
-    """Remember which model and version answered the current request (for its access line)."""
+def note_model(name: str, version: int | None = None) -> None:
+    """Remember which model (and version) the current request is for (for its access line)."""
     context = current_request.get()
     if context is not None:
-        context.model_name = model.name
-        context.model_version = model.version
+        context.model_name = name
+        context.model_version = version
 
 
 # A second and its date and time, "YYYY-MM-DDTHH:MM:SS." (one tuple: threads read a matching pair).

@@ -209,7 +209,7 @@ class RequestMiddleware:
             self.metrics.observe_request(route, method, status, seconds)
             if self.access_log.enabled():
                 name, version = context.model_name, context.model_version
-                if version is None:
+                if name is None:  # no model asked for: the default model's served version
                     name, version = _served_model(scope)
                 self.access_log.write(
                     context.request_id, method, route, scope["path"], status, seconds, version, name

@@ -31,7 +31,13 @@ def test_healthz_and_readyz(client: TestClient, runtime: str) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "model": "iris", "version": 1, "runtime": runtime}
+    assert ready.json() == {
+        "status": "ready",
+        "model": "iris",
+        "version": 1,
+        "runtime": runtime,
+        "models": {"iris": 1},
+    }
 
 
 @pytest.mark.slow
@@ -45,7 +51,9 @@ def test_model_card(client: TestClient, runtime: str, iris_bundle: Path) -> None
         1,
         runtime,
     )
-    assert card["versions"] == [{"version": 1, "state": "serving", "reason": None}]
+    assert card["versions"] == [
+        {"version": 1, "state": "serving", "reason": None, "loaded": True, "labels": []}
+    ]
 
     metadata = card["metadata"]
     on_disk = json.loads((iris_bundle / bundle.METADATA).read_text())

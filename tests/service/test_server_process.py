@@ -53,7 +53,9 @@ def test_readiness_before_and_after_a_bundle_is_published(
 ) -> None:
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
-    server = ServerProcess(artifacts, log_path=tmp_path / "server.log", poll_seconds=1)
+    server = ServerProcess(
+        artifacts, log_path=tmp_path / "server.log", poll_seconds=1, model_name="iris"
+    )
     with server:
         assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
         ready = httpx.get(server.url + "/readyz")
