@@ -25,8 +25,7 @@ ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    ARTIFACTS_DIR=/app/artifacts \
-    MODEL_NAME=iris
+    ARTIFACTS_DIR=/app/artifacts
 
 # A venv to install into; each stage below adds what it needs.
 FROM runtime AS build

@@ -4,6 +4,7 @@ deployment relies on hold (probes, security, graceful shutdown, the shared read-
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -14,10 +15,12 @@ from typing import Any
 import pytest
 import yaml
 
+import bundle
 from service.settings import Settings
 from tests.support import ROOT
 
 K8S = ROOT / "deploy" / "k8s"
+REPOSITORY = K8S / "repository"  # labels and traffic of the model repository; not in the base
 KUBERNETES_VERSION = "1.29.0"
 
 
@@ -38,16 +41,16 @@ def load(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-def kustomization() -> dict[str, Any]:
-    (doc,) = load(K8S / "kustomization.yaml")
+def kustomization(directory: Path = K8S) -> dict[str, Any]:
+    (doc,) = load(directory / "kustomization.yaml")
     return doc
 
 
-def resources() -> dict[str, dict[str, Any]]:
-    """The kustomize base's resources by kind (one of each kind here)."""
+def resources(directory: Path = K8S) -> dict[str, dict[str, Any]]:
+    """A kustomization's resources by kind (one of each kind here)."""
     found: dict[str, dict[str, Any]] = {}
-    for name in kustomization()["resources"]:
-        for doc in load(K8S / name):
+    for name in kustomization(directory)["resources"]:
+        for doc in load(directory / name):
             assert doc["kind"] not in found, f"two {doc['kind']} resources"
             found[doc["kind"]] = doc
     return found
@@ -149,9 +152,17 @@ def test_deployment_env_names_are_service_settings(base: dict[str, dict[str, Any
     Settings(**{k.lower(): v for k, v in env_of(container).items()})  # values parse
 
 
-def test_pods_run_locked_down(base: dict[str, dict[str, Any]]) -> None:
-    for kind in ("Deployment", "Job"):
-        pod = base[kind]["spec"]["template"]["spec"]
+@pytest.fixture(scope="module")
+def repository() -> dict[str, dict[str, Any]]:
+    return resources(REPOSITORY)
+
+
+def test_pods_run_locked_down(
+    base: dict[str, dict[str, Any]], repository: dict[str, dict[str, Any]]
+) -> None:
+    pods = {"Deployment": base["Deployment"], "Job": base["Job"], "serving Job": repository["Job"]}
+    for kind, resource in pods.items():
+        pod = resource["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["automountServiceAccountToken"] is False
         container = only_container(pod)
@@ -163,11 +174,13 @@ def test_pods_run_locked_down(base: dict[str, dict[str, Any]]) -> None:
         assert "emptyDir" in mount_at(container, pod, "/tmp")[1], kind
 
 
-def test_pod_user_matches_the_image_user(base: dict[str, dict[str, Any]]) -> None:
+def test_pod_user_matches_the_image_user(
+    base: dict[str, dict[str, Any]], repository: dict[str, dict[str, Any]]
+) -> None:
     users = re.findall(r"^USER (\d+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
     assert users and set(users) == {"10001"}
-    for kind in ("Deployment", "Job"):
-        assert base[kind]["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
+    for resource in (base["Deployment"], base["Job"], repository["Job"]):
+        assert resource["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
 
 
 def test_grace_period_outlasts_prestop_and_server_shutdown(base: dict[str, dict[str, Any]]) -> None:
@@ -267,3 +280,162 @@ def test_the_commented_grpc_probe_alternative_validates(
     (tmp_path / "deployment.yaml").write_text(yaml.safe_dump(deployment))
     result = kubernetes_validate(tmp_path / "deployment.yaml")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- the model repository: several models, labels and traffic in serving.json ------------------
+
+
+def serving_documents(repository: dict[str, dict[str, Any]]) -> dict[str, bundle.ServingConfig]:
+    """The ConfigMap's serving.json documents by model name (each key is ``<model>.json``)."""
+    documents = {}
+    for key, text in repository["ConfigMap"]["data"].items():
+        name = key.removesuffix(".json")
+        assert key.endswith(".json") and bundle.MODEL_NAME_PATTERN.fullmatch(name), key
+        documents[name] = bundle.ServingConfig.model_validate_json(text)
+    return documents
+
+
+def serving_job_script(repository: dict[str, dict[str, Any]]) -> str:
+    container = only_container(repository["Job"]["spec"]["template"]["spec"])
+    assert container["command"] == ["python", "-c"]
+    (script,) = container["args"]
+    return script
+
+
+def run_serving_job(
+    repository: dict[str, dict[str, Any]], artifacts: Path, source: Path
+) -> subprocess.CompletedProcess[str]:
+    """The Job's script, as the pod runs it, on a local volume and ConfigMap directory."""
+    env = {**os.environ, "ARTIFACTS_DIR": str(artifacts), "SERVING_DIR": str(source)}
+    return subprocess.run(
+        [sys.executable, "-c", serving_job_script(repository)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_repository_example_lists_its_manifests_and_validates_strictly(
+    repository: dict[str, dict[str, Any]],
+) -> None:
+    listed = kustomization(REPOSITORY)["resources"]
+    assert set(listed) == {p.name for p in REPOSITORY.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(repository) == {"ConfigMap", "Job"}
+    result = kubernetes_validate(*(REPOSITORY / name for name in listed))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("passed") == len(repository), result.stdout + result.stderr
+    assert {image["name"] for image in kustomization(REPOSITORY)["images"]} == {"keras-serve"}
+
+
+def test_deployment_serves_a_model_repository_with_a_default_model(
+    base: dict[str, dict[str, Any]], repository: dict[str, dict[str, Any]]
+) -> None:
+    """The pods serve every model the example labels, and /predict answers for one of them."""
+    env = env_of(only_container(base["Deployment"]["spec"]["template"]["spec"]))
+    settings = Settings(**{k.lower(): v for k, v in env.items()})
+    models = set(serving_documents(repository))
+    assert len(models) >= 2
+    served = settings.served_names
+    assert served is None or models <= set(served)
+    assert settings.default_model in models
+    assert settings.poll_seconds > 0  # replicas follow serving.json by polling
+
+
+def test_serving_documents_set_stable_and_a_canary(
+    repository: dict[str, dict[str, Any]],
+) -> None:
+    documents = serving_documents(repository)
+    assert all("stable" in config.labels for config in documents.values())
+    canaries = [c for c in documents.values() if "canary" in c.labels and c.canary_percent > 0]
+    assert canaries, "no model of the example has a canary with a share of the traffic"
+    for config in canaries:
+        assert config.labels["canary"] != config.labels["stable"]
+
+
+def test_serving_job_writes_to_the_volume_the_pods_read(
+    base: dict[str, dict[str, Any]], repository: dict[str, dict[str, Any]]
+) -> None:
+    claim = base["PersistentVolumeClaim"]["metadata"]["name"]
+    serving = only_container(base["Deployment"]["spec"]["template"]["spec"])
+    pod = repository["Job"]["spec"]["template"]["spec"]
+    job = only_container(pod)
+    assert job["image"] == "keras-serve"  # the serve image holds the bundle package
+    env = env_of(job)
+    assert env["ARTIFACTS_DIR"] == env_of(serving)["ARTIFACTS_DIR"]
+    mount, volume = mount_at(job, pod, env["ARTIFACTS_DIR"])
+    assert not mount.get("readOnly", False)
+    assert volume["persistentVolumeClaim"]["claimName"] == claim
+    mount, volume = mount_at(job, pod, env["SERVING_DIR"])
+    assert mount["readOnly"] is True
+    assert volume["configMap"]["name"] == repository["ConfigMap"]["metadata"]["name"]
+    assert pod["restartPolicy"] == "Never"
+
+
+def configmap_directory(repository: dict[str, dict[str, Any]], directory: Path) -> Path:
+    """The ConfigMap as a pod sees it: each key a symlink into ..data."""
+    data = directory / "..2026_01_01"
+    data.mkdir(parents=True)
+    (directory / "..data").symlink_to(data.name)
+    for key, text in repository["ConfigMap"]["data"].items():
+        (data / key).write_text(text)
+        (directory / key).symlink_to(f"..data/{key}")
+    return directory
+
+
+def publish_versions(artifacts: Path, documents: dict[str, bundle.ServingConfig]) -> None:
+    """Empty version directories for every version the documents name (the Job checks that
+    they are published, not what they hold)."""
+    for name, config in documents.items():
+        for version in {*config.labels.values(), config.shadow_version} - {None}:
+            (artifacts / name / str(version)).mkdir(parents=True, exist_ok=True)
+
+
+def test_serving_job_writes_each_document_as_the_service_reads_it(
+    repository: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    documents = serving_documents(repository)
+    artifacts = tmp_path / "artifacts"
+    publish_versions(artifacts, documents)
+    source = configmap_directory(repository, tmp_path / "serving")
+    result = run_serving_job(repository, artifacts, source)
+    assert result.returncode == 0, result.stderr
+    for name, config in documents.items():
+        assert bundle.read_serving(artifacts / name) == config
+        assert f"{name}: " in result.stdout
+    leftovers = [p.name for p in artifacts.glob("*/*") if not p.name.isdigit()]
+    assert sorted(leftovers) == sorted([bundle.SERVING] * len(documents))
+
+
+def test_serving_job_writes_nothing_when_a_version_is_missing(
+    repository: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    documents = serving_documents(repository)
+    artifacts = tmp_path / "artifacts"
+    publish_versions(artifacts, documents)
+    name, config = next((n, c) for n, c in documents.items() if "canary" in c.labels)
+    canary = config.labels["canary"]
+    (artifacts / name / str(canary)).rmdir()
+    source = configmap_directory(repository, tmp_path / "serving")
+    result = run_serving_job(repository, artifacts, source)
+    assert result.returncode != 0
+    assert f"{name}: versions [{canary}] are not published" in result.stderr
+    assert not list(artifacts.glob(f"*/{bundle.SERVING}"))
+
+
+def test_serving_job_refuses_an_invalid_document(
+    repository: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    documents = serving_documents(repository)
+    artifacts = tmp_path / "artifacts"
+    publish_versions(artifacts, documents)
+    source = tmp_path / "serving"
+    source.mkdir()
+    name = next(iter(documents))
+    (source / f"{name}.json").write_text('{"labels": {"Stable": 1}}')
+    result = run_serving_job(repository, artifacts, source)
+    assert result.returncode != 0
+    assert "labels: Value error, label 'Stable' is not a label name" in result.stderr
+    assert not list(artifacts.glob(f"*/{bundle.SERVING}"))
