@@ -149,11 +149,11 @@ class DataPlane:
         request; a shadow version scores its rows after the answer."""
         started = time.perf_counter()
         status = 500  # a bug, unless an answer or a ServiceError says otherwise
-        model_name = ""
+        model_name, model_version = "", 0
         try:
             model, shadow = self._route(name, version, label)
-            model_name = model.name
-            note_model(model_name, model.version)
+            model_name, model_version = model.name, model.version
+            note_model(model_name, model_version)
             big = size >= OFFLOAD_BYTES
             try:
                 if big:
@@ -182,7 +182,7 @@ class DataPlane:
         finally:
             if self.sink is not None:
                 self.sink.observe_inference(
-                    model_name, codec.protocol, status, time.perf_counter() - started
+                    model_name, model_version, codec.protocol, status, time.perf_counter() - started
                 )
 
     async def predict(self, model: LoadedModel, x: np.ndarray) -> np.ndarray:

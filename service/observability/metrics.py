@@ -91,8 +91,8 @@ class Metrics:
         )
         self.predictions = counter(
             "model_predictions",
-            "Rows predicted, by model and predicted label.",
-            ["model", "label"],
+            "Rows predicted, by model, version and predicted label.",
+            ["model", "version", "label"],
             registry=registry,
         )
         self.out_of_range = counter(
@@ -124,18 +124,18 @@ class Metrics:
         )
         self.inferences = counter(
             "inference_requests",
-            "Inference calls answered by the data plane, by model (empty when none was found), "
-            "protocol (predict, v2, tfserving, grpc) and outcome as an HTTP status (200, 400, "
-            "404, 413, 503...; 499: cancelled, by REQUEST_TIMEOUT_SECONDS or the client), "
-            "whatever the transport.",
-            ["model", "protocol", "status"],
+            "Inference calls answered by the data plane, by model and version (empty when none "
+            "was found), protocol (predict, v2, tfserving, grpc) and outcome as an HTTP status "
+            "(200, 400, 404, 413, 503...; 499: cancelled, by REQUEST_TIMEOUT_SECONDS or the "
+            "client), whatever the transport.",
+            ["model", "version", "protocol", "status"],
             registry=registry,
         )
         self.inference_latency = histogram(
             "inference_request_duration_seconds",
             "Time the data plane took for an inference call (lookup, decoding, prediction, "
-            "encoding), by model and protocol.",
-            ["model", "protocol"],
+            "encoding), by model, version and protocol.",
+            ["model", "version", "protocol"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
@@ -175,10 +175,10 @@ class Metrics:
             registry=registry,
         )
         self._grpc: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self._inference: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._inference: dict[tuple[str, int, str, int], tuple[Any, Any]] = {}
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        # Per model: its class keys and feature names, and their counters.
-        self._model_children: dict[str, tuple[Any, Any, list[Any], list[Any]]] = {}
+        # Per model and version: its class keys and feature names, and their counters.
+        self._model_children: dict[tuple[str, int], tuple[Any, Any, list[Any], list[Any]]] = {}
         # One model call of that many rows: the unlabelled histogram's own observe.
         self.observe_batch = (
             self.batch_rows.observe if self.multiprocess else self.batch_rows.labels().observe
@@ -216,13 +216,17 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def observe_inference(self, model: str, protocol: str, status: int, seconds: float) -> None:
-        key = (model, protocol, status)
+    def observe_inference(
+        self, model: str, version: int, protocol: str, status: int, seconds: float
+    ) -> None:
+        """One inference call; ``model`` "" and ``version`` 0 when no model was found."""
+        key = (model, version, protocol, status)
         children = self._inference.get(key)
         if children is None:
+            number = str(version) if version else ""
             children = (
-                self.inferences.labels(model, protocol, str(status)),
-                self.inference_latency.labels(model, protocol),
+                self.inferences.labels(model, number, protocol, str(status)),
+                self.inference_latency.labels(model, number, protocol),
             )
             self._inference[key] = children
         children[0].inc()
@@ -251,20 +255,21 @@ class Metrics:
 
     def _children_of(self, model: LoadedModel) -> tuple[list[Any], list[Any]]:
         """The counters of the model's labels and features, in class and feature order."""
-        cached = self._model_children.get(model.name)
+        key = (model.name, model.version)
+        cached = self._model_children.get(key)
         if (
             cached is None
             or model.class_keys is not cached[0]
             or model.feature_names is not cached[1]
         ):
-            name = model.name
+            name, version = key[0], str(key[1])
             cached = (
                 model.class_keys,
                 model.feature_names,
-                [self.predictions.labels(name, key) for key in model.class_keys],
+                [self.predictions.labels(name, version, label) for label in model.class_keys],
                 [self.out_of_range.labels(name, feature) for feature in model.feature_names],
             )
-            self._model_children[name] = cached
+            self._model_children[key] = cached
         return cached[2], cached[3]
 
     def observe_shadow(

@@ -173,10 +173,13 @@ def inference_counts(client: TestClient) -> dict[tuple[str, str], float]:
     counts = {}
     for line in client.get("/metrics").text.splitlines():
         match = re.fullmatch(
-            r'inference_requests_total\{model="\w*",protocol="(\w+)",status="(\d+)"\} (\S+)', line
+            r'inference_requests_total\{model="\w*",protocol="(\w+)",status="(\d+)",'
+            r'version="\d*"\} (\S+)',
+            line,
         )
-        if match:
-            counts[(match[1], match[2])] = float(match[3])
+        if match:  # summed over models and versions
+            key = (match[1], match[2])
+            counts[key] = counts.get(key, 0.0) + float(match[3])
     return counts
 
 

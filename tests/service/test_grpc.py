@@ -235,10 +235,12 @@ def test_metrics_and_access_lines_name_the_protocol(iris: GrpcServer) -> None:
     client = tgrpc.InferenceServerClient(iris.target)
     client.infer("iris", [_fp32(ROWS, tgrpc)], headers={**AUTH, "x-request-id": "grpc-line-1"})
     metrics = httpx.get(f"{iris.url}/metrics").text
-    assert 'inference_requests_total{model="iris",protocol="grpc",status="200"}' in metrics
+    assert (
+        'inference_requests_total{model="iris",protocol="grpc",status="200",version="1"}' in metrics
+    )
     assert 'grpc_requests_total{code="OK",method="ModelInfer"}' in metrics
     assert 'grpc_requests_total{code="UNAUTHENTICATED",method="ModelInfer"}' in metrics
-    assert 'model_predictions_total{model="iris",label="setosa"}' in metrics
+    assert 'model_predictions_total{label="setosa",model="iris",version="1"}' in metrics
     lines = [json.loads(x) for x in iris.log().splitlines() if "grpc-line-1" in x]
     assert lines and lines[-1]["route"] == "/inference.GRPCInferenceService/ModelInfer"
     assert lines[-1]["status"] == 200 and lines[-1]["model_version"] == 1

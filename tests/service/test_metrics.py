@@ -108,7 +108,7 @@ def test_metrics_count_requests_predictions_and_batches(client: TestClient) -> N
     assert {"setosa", "virginica"} <= set(labels)
     for label in ("setosa", "versicolor", "virginica"):
         assert (
-            delta(before, after, "model_predictions_total", model="iris", label=label)
+            delta(before, after, "model_predictions_total", model="iris", version="1", label=label)
             == labels[label]
         )
 
@@ -166,7 +166,7 @@ def test_every_protocol_is_counted(client: TestClient) -> None:
         == 1
     )
     predicted = sum(
-        delta(before, after, "model_predictions_total", model="iris", label=label)
+        delta(before, after, "model_predictions_total", model="iris", version="1", label=label)
         for label in ("setosa", "versicolor", "virginica")
     )
     assert predicted == 3
@@ -251,7 +251,10 @@ def _check_server_totals(samples: Samples, n: int, labels: Counter, warned: Coun
         value(samples, "http_request_duration_seconds_count", **http("/predict", "POST", 200)) == n
     )
     for label in ("setosa", "versicolor", "virginica"):
-        assert value(samples, "model_predictions_total", model="iris", label=label) == labels[label]
+        assert (
+            value(samples, "model_predictions_total", model="iris", version="1", label=label)
+            == labels[label]
+        )
     for feature in FEATURES:
         assert (
             value(samples, "model_out_of_range_total", model="iris", feature=feature)
