@@ -50,14 +50,15 @@ def header(request: Request, name: bytes) -> str | None:
     return None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes ``limit`` bytes (chunked too)."""
+async def read_body(request: Request, limit: int, name: str = "MAX_BODY_BYTES") -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes (chunked too);
+    ``name`` is the limit's name in the message."""
     declared = header(request, b"content-length")
     if declared is not None:
         if not declared.isdigit():
             raise MalformedBody("Content-Length is not a number")
         if int(declared) > limit:
-            raise PayloadTooLarge(f"body of {declared} bytes exceeds MAX_BODY_BYTES={limit}")
+            raise PayloadTooLarge(f"body of {declared} bytes exceeds {name}={limit}")
     # ASGI messages read directly: Starlette's request.stream() is an async generator that
     # costs several microseconds more for the one-message body of a small request.
     chunks = []
@@ -69,7 +70,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"body exceeds MAX_BODY_BYTES={limit}")
+            raise PayloadTooLarge(f"body exceeds {name}={limit}")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)

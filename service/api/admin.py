@@ -21,6 +21,8 @@ from service.model import LoadedModel
 from service.registry import Registry
 from service.schemas import ErrorResponse
 
+ADMIN_BODY_BYTES = 4096  # an admin body is a few small fields
+
 
 def require_admin(request: Request) -> None:
     token = request.app.state.settings.admin_token
@@ -67,7 +69,7 @@ def _registry(request: Request) -> Registry:
 
 async def _document(request: Request, allowed: set[str], required: bool) -> dict[str, Any]:
     """A small JSON object body with only ``allowed`` keys ({} for an empty optional body)."""
-    body = await read_body(request, 4096)
+    body = await read_body(request, ADMIN_BODY_BYTES, "the admin body limit")
     if not body.strip():
         if required:
             raise InvalidInput(f"a JSON object body is required, with {_keys(allowed)}")

@@ -186,3 +186,15 @@ def test_rollback_with_nothing_to_roll_back_to_is_409(client: TestClient) -> Non
     assert response.status_code == 409
     assert response.json() == {"error": "model 'iris' has no previous version to roll back to"}
     assert served(client) == 2
+
+
+def test_an_oversized_admin_body_names_the_admin_limit(client: TestClient) -> None:
+    """An admin body has its own 4 KiB limit, not MAX_BODY_BYTES: the 413 says which."""
+    body = b'{"version": 1, "pad": "' + b"x" * 5000 + b'"}'
+    response = client.post(
+        "/admin/reload", content=body, headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": f"body of {len(body)} bytes exceeds the admin body limit=4096"
+    }
