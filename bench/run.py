@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 import bundle
-from bench import grpc_load, large, load, report
+from bench import grpc_load, large, load, report, repository
 from bench.servers import HOST, ROOT, Server
 from service.schemas import IRIS_ROW
 
@@ -541,12 +541,17 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(run_once(config, bodies, Path(tmp), run))
     machine["load_after"] = report.loadavg()
     text = report.render(config, machine, version_dir, runs, time.monotonic() - started)
+    repository_results = None
+    if any(t.key == "litert" for t in config.targets):  # issue 14, its own section
+        repository_results = repository.measure(repository.options_for_bench(config, version_dir))
+        text = repository.with_section(text, repository.section(repository_results))
     if config.out is not None:
         config.out.write_text(text)
         print(f"bench: wrote {config.out}")
     else:
         print(text)
     failed = sum(f.get("errors", 0) for figures in runs for f in figures.values())
+    failed += repository_results.errors if repository_results is not None else 0
     if failed:
         print(f"bench: {failed} requests failed during the loads", file=sys.stderr)
         return 1

@@ -82,9 +82,10 @@ class DataPlane:
     # -- lookup -----------------------------------------------------------------------------
     def registry(self, name: str | None = None) -> Registry:
         """The model ``name`` (None: the default model), or 404 listing the models served."""
+        repository = self.repository
         if name is None:
-            return self.repository.default()
-        return self.repository.get(name)
+            return repository.default_registry or repository.default()
+        return repository.models.get(name) or repository.get(name)
 
     def check_name(self, name: str) -> str:
         """``name`` if it is a served model, or 404 listing the models served."""
@@ -124,14 +125,18 @@ class DataPlane:
         """The version that answers, and the shadow that should score the same rows (only
         unversioned requests are split between stable and canary, and shadowed)."""
         registry = self.registry(name)
-        note_model(registry.name)  # for the access line, should the request then fail
-        if label is not None:
-            return registry.labelled(label), None
-        if version is not None:
-            return registry.get(_version_number(registry, version)), None
-        model = registry.route()
-        shadow = registry.shadow_of(model) if self.shadow is not None else None
-        return model, shadow
+        try:
+            if label is not None:
+                return registry.labelled(label), None
+            if version is not None:
+                return registry.get(_version_number(registry, version)), None
+            model = registry.route()
+        except ServiceError:
+            note_model(registry.name)  # for the access line: the model asked for
+            raise
+        if registry.routing.shadow is None or self.shadow is None:
+            return model, None
+        return model, registry.shadow_of(model)
 
     # -- inference --------------------------------------------------------------------------
     async def infer(
@@ -188,7 +193,6 @@ class DataPlane:
     async def predict(self, model: LoadedModel, x: np.ndarray) -> np.ndarray:
         """Probabilities for a validated matrix, counted by label and out-of-range feature."""
         probabilities = await model.probabilities(x)
-        note_model(model.name, model.version)  # for the access line
         if self.sink is not None:
             self.sink.observe_predictions(model, x, probabilities)
         return probabilities

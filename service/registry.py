@@ -46,23 +46,27 @@ UNVERIFIED_REASON = "not verified yet"
 STABLE, CANARY = "stable", "canary"
 
 
-@dataclass(frozen=True)
 class Routing:
     """How unversioned requests are answered, replaced whole whenever labels or traffic change:
-    the loaded version of each label, the canary share and the shadow."""
+    the loaded version of each label, the canary share and the shadow. Plain attributes: every
+    prediction reads them."""
 
-    labelled: dict[str, LoadedModel] = field(default_factory=dict)
-    canary_percent: float = 0.0
-    shadow: LoadedModel | None = None
-    shadow_percent: float = 100.0
+    __slots__ = ("canary", "canary_percent", "labelled", "shadow", "shadow_percent", "stable")
 
-    @property
-    def stable(self) -> LoadedModel | None:
-        return self.labelled.get(STABLE)
-
-    @property
-    def canary(self) -> LoadedModel | None:
-        return self.labelled.get(CANARY) if self.canary_percent > 0 else None
+    def __init__(
+        self,
+        labelled: dict[str, LoadedModel] | None = None,
+        canary_percent: float = 0.0,
+        shadow: LoadedModel | None = None,
+        shadow_percent: float = 100.0,
+    ) -> None:
+        self.labelled = labelled or {}
+        self.canary_percent = canary_percent
+        self.shadow = shadow
+        self.shadow_percent = shadow_percent
+        self.stable = self.labelled.get(STABLE)
+        # The canary answers only with a share to answer.
+        self.canary = self.labelled.get(CANARY) if canary_percent > 0 else None
 
 
 @dataclass
@@ -196,7 +200,10 @@ class Registry:
                 self._canary_credit = credit - 100
                 return canary
             self._canary_credit = credit
-        return self.require()
+        model = routing.stable or self.current
+        if model is None:
+            raise ModelNotReady(self.not_ready_reason())
+        return model
 
     def shadow_of(self, model: LoadedModel) -> LoadedModel | None:
         """The shadow version that should also score this request's rows, if any."""

@@ -28,6 +28,8 @@ class Repository:
         self.settings = settings
         self.listed = settings.served_names  # None: every model directory
         self.models: dict[str, Registry] = {}
+        # What default() returns while it returns one (kept with ``models``): the hot path's.
+        self.default_registry: Registry | None = None
         self._events = events or (lambda name: None)
         self._lock = threading.Lock()  # adding models
         self._closed = False
@@ -114,7 +116,14 @@ class Repository:
                     models[name] = Registry(self.settings, self._events(name), name)
                     added.append(models[name])
             self.models = models
+            self.default_registry = self._default_of(models)
         return added
+
+    def _default_of(self, models: dict[str, Registry]) -> Registry | None:
+        name = self.settings.default_model
+        if name is not None:
+            return models.get(name)
+        return next(iter(models.values())) if len(models) == 1 else None
 
     def load_initial(self) -> None:
         """At start-up: every model's versions."""

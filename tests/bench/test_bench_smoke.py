@@ -54,6 +54,10 @@ def test_smoke_mode_measures_every_server(iris_bundle: Path, tmp_path: Path) -> 
     ):
         assert goal in text
     assert "| gRPC ceiling: grpc.aio" in text  # gRPC's ceiling was measured with the protocols
+    # the model repository's phase: memory per version, shadow cost, canary share
+    assert "## Model repository (issue 14)" in text
+    assert "14a. each extra loaded version" in text and "14d. canary_percent 50" in text
+    assert "The shadow ran" in text
     assert "FAILED REQUESTS" not in text
 
 
