@@ -94,6 +94,8 @@ def read_serving(model_dir: Path) -> ServingConfig:
         return ServingConfig.model_validate(json.loads(content))
     except ValueError as exc:  # JSON or validation
         raise BundleError(f"{SERVING} is not valid: {first_error(exc)}") from None
+    except RecursionError:  # thousands of nested brackets, within the size limit
+        raise BundleError(f"{SERVING} is not valid: nested too deeply") from None
 
 
 def write_serving(model_dir: Path, config: ServingConfig) -> None:

@@ -23,7 +23,7 @@ def list_models(artifacts: Path) -> list[str]:
     one with no version yet (a first training run still writing its staging directory)."""
     try:
         entries = list(Path(artifacts).iterdir())
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # missing, not a directory, unreadable: no model to serve from it
         return []
     return sorted(
         entry.name
@@ -38,10 +38,11 @@ def model_dir(artifacts: Path, name: str) -> Path:
 
 
 def list_versions(directory: Path) -> list[int]:
-    """Published versions under a model directory, ascending; staging directories are ignored."""
+    """Published versions under a model directory, ascending; staging directories are ignored.
+    A directory that cannot be read (missing, or not ours to read) holds none."""
     try:
         entries = list(directory.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:
         return []
     versions = []
     for entry in entries:

@@ -431,6 +431,9 @@ class Registry:
         with self._load_lock:
             available = self.versions()
             self._start_floor = max(available, default=0)
+            # Labels first: a labelled stable answers from the first request on, never the
+            # newest version for the time its load takes.
+            self._refresh_serving()
             for version in self._candidates(available):
                 if not (self.directory / str(version)).is_dir():
                     self.last_error = f"pinned version {version} not found"
@@ -439,7 +442,7 @@ class Registry:
                 if model is not None:
                     self._swap(model)
                     break
-            self._refresh_serving()
+            self._load_wanted()  # latest:N counts the version just served
             if self.served() is None:
                 log.warning("not ready: %s", self.not_ready_reason())
 
@@ -456,6 +459,7 @@ class Registry:
         swapped = False
         with self._load_lock:
             started = time.monotonic()
+            self._refresh_serving()  # labels before a swap, as at start
             current = self.current
             available = self.versions()
             pinned = self.settings.model_version is not None
@@ -471,7 +475,8 @@ class Registry:
                     if model is not None:
                         swapped = self._swap(model, automatic=True)
                         break
-            self._refresh_serving()
+            if swapped:
+                self._load_wanted()  # latest:N follows the new version
             self._verify_unchecked(started + max(0.2, self.settings.poll_seconds / 2))
         return swapped
 
@@ -539,10 +544,10 @@ class Registry:
                 if self._load_extra(version, available) is not None:
                     wanted.add(version)
                     kept += 1
+        wanted |= self._route_by(config)  # a label kept on its last version keeps it loaded
         with self._swap_lock:
             dropped = [m for v, m in self.extra.items() if v not in wanted]
             self.extra = {v: m for v, m in self.extra.items() if v in wanted}
-        self._route_by(config)
         self._retire(dropped)
 
     def _load_extra(self, version: int, available: list[int]) -> LoadedModel | None:
@@ -554,25 +559,39 @@ class Registry:
                 self.extra = {**self.extra, version: model}  # replaced: readers copy it unlocked
         return model
 
-    def _route_by(self, config: bundle.ServingConfig) -> None:
-        """Route unversioned requests by ``config``'s labels and traffic, with loaded versions."""
+    def _route_by(self, config: bundle.ServingConfig) -> set[int]:
+        """Route unversioned requests by ``config``'s labels and traffic, with loaded versions;
+        return the versions the routing holds.
+
+        A label moved to a version that cannot be loaded here (missing, or rejected on this
+        replica) stays on the version it named before, as TF Serving keeps a servable until its
+        successor loads: a broken publication never takes traffic from a working one. A label
+        with no version to stay on is left out (its route answers 404 with the reason).
+        """
         loaded = self.loaded_models()
-        labelled = {label: loaded[v] for label, v in config.labels.items() if v in loaded}
+        old = self.routing
+        labelled: dict[str, LoadedModel] = {}
+        problems = self.label_problems(config, loaded)
+        for label, version in config.labels.items():
+            model = loaded.get(version) or old.labelled.get(label)
+            if model is not None:
+                labelled[label] = model
+                if model.version != version:
+                    problems[label] += f"; still answering with version {model.version}"
         shadow = loaded.get(config.shadow_version) if config.shadow_version else None
         routing = Routing(labelled, config.canary_percent, shadow, config.shadow_percent)
-        problems = self.label_problems(config, loaded)
         if problems != self.label_errors:
             for label, problem in problems.items():
                 log.warning("%s: label %r is not applied: %s", self.name, label, problem)
             self.label_errors = problems
         with self._swap_lock:
             before = self.served()
-            old = self.routing
             self.routing = routing
             after = self.served()
             if after is not None and after is not before:
                 self.events.served(after)
-        self._retire([*old.labelled.values(), *([old.shadow] if old.shadow else [])])
+        held = {m.version for m in labelled.values()}
+        return held | ({shadow.version} if shadow is not None else set())
 
     def label_problems(
         self, config: bundle.ServingConfig, loaded: dict[int, LoadedModel]
@@ -620,7 +639,9 @@ class Registry:
                 f"cannot write {bundle.SERVING} of model {self.name!r}: {exc.strerror or exc}", 503
             ) from None
         self.serving, self.serving_error = config, None
-        self._serving_stat = _stat(bundle.serving.serving_path(self.directory))
+        # Not the file's stat now: another replica's write may already have replaced ours.
+        # The next poll reads the file again and applies whichever is there.
+        self._serving_stat = None
         self._load_wanted()
         log.info("%s: labels and traffic set: %s", self.name, config)
         return config

@@ -73,8 +73,12 @@ class Repository:
         directory counts once one of its versions verified (a broken new model does not take
         the others out of service), and at least one must be ready."""
         models = [self.models[name] for name in self.names()]
-        if self.settings.default_model is not None:  # what /predict answers must be ready
-            self.default().require()
+        default = self.settings.default_model
+        if default is not None:  # what /predict answers must be ready
+            registry = self.models.get(default)
+            if registry is None:
+                raise ModelNotReady(f"DEFAULT_MODEL {default!r} is not served (yet)")
+            registry.require()
         if self.listed is not None:
             for registry in models:
                 registry.require()
@@ -128,21 +132,22 @@ class Repository:
     def load_initial(self) -> None:
         """At start-up: every model's versions."""
         for registry in self._add_new():
-            registry.load_initial()
+            _isolated(registry.load_initial, registry.name)
         self._warn_without_default()
 
     def poll(self) -> bool:
-        """Models that appeared (with ``*``), then each model's new versions and serving.json."""
+        """Models that appeared (with ``*``), then each model's new versions and serving.json.
+        One model's failure is logged and leaves the others' polls alone."""
         added = self._add_new()
         for registry in added:
-            registry.load_initial()
             log.info("found model %r", registry.name)
+            _isolated(registry.load_initial, registry.name)
         if added:
             self._warn_without_default()
         swapped = False
         for registry in list(self.models.values()):
             if registry not in added:
-                swapped = registry.poll() or swapped
+                swapped = bool(_isolated(registry.poll, registry.name)) or swapped
         return swapped or bool(added)
 
     def _warn_without_default(self) -> None:
@@ -167,3 +172,13 @@ class Repository:
     async def watch(self) -> None:
         """Poll every POLL_SECONDS, loading off the event loop so requests keep flowing."""
         await poll_every(self.settings.poll_seconds, self.poll, "new models and versions")
+
+
+def _isolated(step: Callable[[], object], name: str) -> object:
+    """Run one model's load or poll; an unexpected failure is logged, not raised, so that it
+    never stops the other models (the next poll tries again)."""
+    try:
+        return step()
+    except Exception:
+        log.exception("loading or polling model %r failed", name)
+        return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -45,24 +46,32 @@ class ShadowScorer:
         self._rows = 0
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._scoring: list[Shadowed] = []  # the batch being scored
+        self._stopping = False
         self.scored_rows = 0  # for tests and the benchmark
 
     def start(self) -> None:
         """Start the scoring task on the running event loop."""
         self._wake = asyncio.Event()
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="shadow-scorer")
 
-    async def stop(self) -> None:
-        """Score what is queued, then stop."""
+    async def stop(self, timeout: float = 2.0) -> None:
+        """Score what is queued, then stop; within ``timeout`` seconds, after which the rows
+        still waiting are counted as dropped (reason "shutdown")."""
         task, self._task = self._task, None
-        if task is None:
+        if task is None or self._wake is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        batch, self._queue, self._rows = self._queue, [], 0
-        with contextlib.suppress(Exception):
-            await self._score(batch)
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            self._drop(self._queue + self._scoring, "shutdown")
+        self._queue, self._rows, self._scoring = [], 0, []
 
     def submit(
         self,
@@ -87,13 +96,23 @@ class ShadowScorer:
         assert self._wake is not None
         while True:
             await self._wake.wait()
-            await asyncio.sleep(GATHER_SECONDS)  # the answers go out; more requests queue
+            if not self._stopping:
+                await asyncio.sleep(GATHER_SECONDS)  # the answers go out; more requests queue
             self._wake.clear()
-            batch, self._queue, self._rows = self._queue, [], 0
+            self._scoring, self._queue, self._rows = self._queue, [], 0
             try:
-                await self._score(batch)
+                await self._score(self._scoring)
             except Exception:  # never let the scorer die: the next batch tries again
                 log.exception("shadow scoring failed")
+                self._drop(self._scoring, "failed")
+            self._scoring = []
+            if self._stopping and not self._queue:
+                return
+
+    def _drop(self, items: list[Shadowed], reason: str) -> None:
+        if self.sink is not None:
+            for item in items:
+                self.sink.observe_shadow_dropped(item.answered_by.name, reason, len(item.x))
 
     async def _score(self, batch: list[Shadowed]) -> None:
         groups: dict[tuple[int, int], list[Shadowed]] = {}
@@ -101,19 +120,19 @@ class ShadowScorer:
             groups.setdefault((id(item.answered_by), id(item.shadow)), []).append(item)
         for items in groups.values():
             answered_by, shadow = items[0].answered_by, items[0].shadow
-            x = np.concatenate([item.x for item in items]) if len(items) > 1 else items[0].x
-            rows = len(x)
+            rows = sum(len(item.x) for item in items)
             if shadow.input_signature != answered_by.input_signature:
-                if self.sink is not None:
-                    self.sink.observe_shadow_dropped(answered_by.name, "features differ", rows)
+                self._drop(items, "features differ")
                 continue
             try:
-                if shadow.batcher is not None:
-                    scored = await shadow.batcher.submit(x)
-                elif rows >= THREAD_ROWS:
-                    scored = await to_thread(shadow.probabilities_sync, x)
+                if shadow.batcher is not None:  # Keras: its batcher's thread runs the model
+                    scored = await shadow.batcher.submit(_rows_of(items))
+                    judge = partial(self._judge, items, scored)
                 else:
-                    scored = shadow.probabilities_sync(x)
+                    judge = partial(self._score_sync, items)
+                # A large batch is read, scored and counted on a worker thread: the event
+                # loop never spends more than a small batch's worth on it.
+                await to_thread(judge) if rows >= THREAD_ROWS else judge()
             except Exception as exc:
                 log.warning(
                     "shadow version %s of %s failed to score %d rows: %s",
@@ -122,14 +141,33 @@ class ShadowScorer:
                     rows,
                     type(exc).__name__,
                 )
-                if self.sink is not None:
-                    self.sink.observe_shadow_dropped(answered_by.name, "failed", rows)
-                continue
-            answered = np.concatenate([item.probabilities for item in items])
-            agree, difference = compare(answered_by, shadow, answered, np.asarray(scored))
-            self.scored_rows += rows
+                self._drop(items, "failed")
+
+    def _score_sync(self, items: list[Shadowed]) -> None:
+        self._judge(items, items[0].shadow.probabilities_sync(_rows_of(items)))
+
+    def _judge(self, items: list[Shadowed], scored: np.ndarray) -> None:
+        """Compare the shadow's probabilities with the answers and count them. Rows whose
+        shadow probabilities are not finite are dropped (reason "not finite"), not compared."""
+        answered_by, shadow = items[0].answered_by, items[0].shadow
+        answered = np.concatenate([item.probabilities for item in items])
+        scored = np.asarray(scored)
+        finite = np.isfinite(scored).all(axis=1)
+        if not finite.all():
             if self.sink is not None:
-                self.sink.observe_shadow(answered_by, shadow, agree, difference)
+                bad = int(np.count_nonzero(~finite))
+                self.sink.observe_shadow_dropped(answered_by.name, "not finite", bad)
+            answered, scored = answered[finite], scored[finite]
+        if not len(scored):
+            return
+        agree, difference = compare(answered_by, shadow, answered, scored)
+        self.scored_rows += len(scored)
+        if self.sink is not None:
+            self.sink.observe_shadow(answered_by, shadow, agree, difference)
+
+
+def _rows_of(items: list[Shadowed]) -> np.ndarray:
+    return np.concatenate([item.x for item in items]) if len(items) > 1 else items[0].x
 
 
 def compare(

@@ -16,7 +16,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
 from prometheus_client.exposition import choose_encoder
 
-from service.observability.series import PlainCounter, PlainHistogram
+from service.observability.series import HistogramChild, PlainCounter, PlainHistogram
 from service.registry import ModelEvents
 
 if TYPE_CHECKING:
@@ -287,8 +287,11 @@ class Metrics:
         if len(agree) - agreed:
             self.shadow_predictions.labels(*labels, "false").inc(len(agree) - agreed)
         child = self.shadow_difference.labels(*labels)
-        for value in difference.tolist():
-            child.observe(value)
+        if isinstance(child, HistogramChild):
+            child.observe_many(difference)
+        else:  # prometheus-client's, in multiprocess mode: one value at a time
+            for value in difference.tolist():
+                child.observe(value)
 
     def observe_shadow_dropped(self, model: str, reason: str, rows: int) -> None:
         self.shadow_dropped.labels(model, reason).inc(rows)

@@ -13,6 +13,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 from prometheus_client import CollectorRegistry
 from prometheus_client import metrics as _client_metrics
 from prometheus_client.metrics_core import Metric
@@ -49,6 +50,15 @@ class HistogramChild:
         self.counts = [0] * len(bounds)
         self.sum = 0.0
         self.created = time.time()
+
+    def observe_many(self, amounts: np.ndarray) -> None:
+        """Observe every value of ``amounts`` (finite), bucket counts added in bulk."""
+        buckets, counts = np.unique(
+            np.searchsorted(self.bounds, amounts, side="left"), return_counts=True
+        )
+        for bucket, count in zip(buckets.tolist(), counts.tolist(), strict=True):
+            self.counts[bucket] += count
+        self.sum += float(np.sum(amounts))
 
     def observe(self, amount: float) -> None:
         self.sum += amount

@@ -77,7 +77,9 @@ def test_readiness_before_and_after_a_bundle_is_published(
         assert labels == expected_labels
         np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-5)
         card = httpx.get(server.url + "/model").json()
-        assert card["versions"] == [{"version": 1, "state": "serving", "reason": None}]
+        assert card["versions"] == [
+            {"version": 1, "state": "serving", "reason": None, "loaded": True, "labels": []}
+        ]
     assert server.process is not None and server.process.returncode == 0, server.log()
 
 
