@@ -170,7 +170,8 @@ class Metrics:
         self.shadow_dropped = counter(
             "model_shadow_dropped",
             "Rows not shadowed, by model and reason: queue full (the scorer is behind), "
-            "features differ (the shadow reads other features), failed (the shadow raised).",
+            "features differ (the shadow reads other features), not finite (the shadow answered "
+            "NaN or infinity), failed (the shadow raised), shutdown (still queued at exit).",
             ["model", "reason"],
             registry=registry,
         )
