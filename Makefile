@@ -6,7 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS ?= serve,train,dev
 export ARTIFACTS_DIR ?= artifacts
-export MODEL_NAME ?= iris
+# The embedded default `make run` trains when its bundle is missing; the service itself serves
+# every model under ARTIFACTS_DIR (MODEL_NAME=*), or what MODEL_NAME in the environment says.
+DEFAULT_BUNDLE ?= iris
 
 .PHONY: install run train test test-fast lint format proto bench bench-quality harden clean
 
@@ -20,7 +22,7 @@ $(STAMP): pyproject.toml
 
 ## Train the default model when no bundle exists, then serve it.
 run: install
-	@$(PY) -c "import bundle, os, sys; sys.exit(0 if bundle.list_versions(bundle.model_dir(os.environ['ARTIFACTS_DIR'], os.environ['MODEL_NAME'])) else 1)" \
+	@$(PY) -c "import bundle, os, sys; sys.exit(0 if bundle.list_versions(bundle.model_dir(os.environ['ARTIFACTS_DIR'], '$(DEFAULT_BUNDLE)')) else 1)" \
 		|| $(PY) -m training
 	$(PY) -m service
 

@@ -27,6 +27,9 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # gRPC is on by default (GRPC_PORT=8081); tests that serve it choose a free port themselves.
 os.environ.setdefault("GRPC_PORT", "0")
+# Which models and versions a service serves is each test's choice, never the caller's shell.
+for _name in ("MODEL_NAME", "DEFAULT_MODEL", "MODEL_VERSION", "MODEL_VERSIONS"):
+    os.environ.pop(_name, None)
 
 
 def make_binary_csv(path: Path, rows: int = 120, seed: int = 0) -> Path:
