@@ -600,11 +600,17 @@ class Registry:
         named = dict(config.labels)
         if config.shadow_version is not None:
             named["shadow_version"] = config.shadow_version
-        return {
+        problems = {
             label: self._unloaded_reason(version)
             for label, version in sorted(named.items())
             if version not in loaded
         }
+        if config.canary_percent > 0 and CANARY not in config.labels:
+            problems["canary_percent"] = (
+                f"{config.canary_percent:g}% for a canary, but no label {CANARY!r} is set: "
+                "every unversioned request goes to the stable version"
+            )
+        return problems
 
     def _unloaded_reason(self, version: int) -> str:
         if version not in self.versions():
@@ -686,6 +692,11 @@ class Registry:
                     served = self.served()
                     if served is not None:
                         _check_shadow_fits(shadow, served)
+                    if served is shadow and self.routing.canary is None:
+                        raise Conflict(
+                            f"shadow version {shadow.version} is the version that answers "
+                            f"unversioned requests of {self.name!r}: it would score nothing"
+                        )
             except ServiceError:
                 self._load_wanted()
                 raise

@@ -578,8 +578,12 @@ def test_shadow_percent_shadows_its_share_of_requests(shadowed: Path) -> None:
 @pytest.mark.slow  # trains a second, different Iris model (~2 s)
 def test_a_shadow_of_the_answering_version_is_not_counted(shadowed: Path) -> None:
     with make_client(shadowed, admin_token=TOKEN) as client:
-        # No stable label: version 3 (the newest) answers; shadowing it with itself is a no-op.
-        assert put_traffic(client, "shadowed", shadow_version=3).status_code == 200
+        # No stable label: version 3 (the newest) answers; shadowing it with itself would score
+        # nothing: the admin route refuses it, and written by hand it is a no-op.
+        assert put_traffic(client, "shadowed", shadow_version=3).status_code == 409
+        serving_json(shadowed, "shadowed").write_text('{"shadow_version": 3}')
+        repository(client).poll()
+        assert summary(client, "shadowed")["traffic"]["shadow_version"] == 3
         before = scrape(client)
         assert answered(client, "/models/shadowed/predict") == 3
         assert put_traffic(client, "shadowed", shadow_version=1).status_code == 200

@@ -269,3 +269,31 @@ def test_serving_json_written_by_the_admin_routes_is_read_back_strictly(
         serving_json(three_versions, "iris").write_text(json.dumps(document))
         with pytest.raises(bundle.BundleError, match=problem):
             bundle.read_serving(directory)
+
+
+def test_traffic_that_would_do_nothing_says_so(three_versions: Path) -> None:
+    """A canary share with no canary label is reported; a shadow of the very version that
+    answers is refused (it would score nothing), and nothing is written."""
+    from tests.service.repository_support import AUTH, TOKEN
+
+    with make_client(three_versions, admin_token=TOKEN) as client:
+        response = client.put(
+            "/admin/models/iris/traffic", json={"canary_percent": 10}, headers=AUTH
+        )
+        assert response.status_code == 200
+        assert response.json()["label_errors"] == {
+            "canary_percent": "10% for a canary, but no label 'canary' is set: every "
+            "unversioned request goes to the stable version"
+        }
+        written = serving_json(three_versions, "iris").read_bytes()
+        response = client.put(
+            "/admin/models/iris/traffic", json={"shadow_version": 3}, headers=AUTH
+        )
+        assert response.status_code == 409
+        assert response.json()["error"] == (
+            "shadow version 3 is the version that answers unversioned requests of 'iris': "
+            "it would score nothing"
+        )
+        assert serving_json(three_versions, "iris").read_bytes() == written
+        response = client.put("/admin/models/iris/labels/canary", json={"version": 2}, headers=AUTH)
+        assert "label_errors" not in response.json()
