@@ -16,6 +16,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from pydantic import ValidationError
 
 from service.observability.logs import log_config
 from service.observability.metrics import MULTIPROC_DIR_ENV, prepare_multiprocess_dir
@@ -110,8 +111,37 @@ def grpc_port_problem(settings: Settings) -> str | None:
     return None
 
 
+def settings_problem(error: ValidationError) -> str:
+    """One line naming each environment variable that Settings refused, and why. Values are
+    never shown: API_KEY, ADMIN_TOKEN and ARTIFACT_SIGNING_KEY are secrets."""
+    parts = []
+    for item in error.errors(include_url=False, include_input=False, include_context=False):
+        name = ".".join(str(part) for part in item["loc"]).upper() or "settings"
+        message = " ".join(str(item["msg"]).removeprefix("Value error, ").split())
+        parts.append(f"{name}: {message}")
+    return "; ".join(parts)
+
+
+def read_settings() -> Settings | str:
+    """Settings from the environment, or the line saying which variables are wrong.
+
+    Their warnings (a key's trailing newline removed) are held back here: the app reads the
+    settings again once logging is set up, and logs them as JSON lines, once per worker."""
+    held = logging.getLogger("service.settings")
+    held.disabled = True
+    try:
+        return Settings()
+    except ValidationError as exc:
+        return settings_problem(exc)
+    finally:
+        held.disabled = False
+
+
 def main() -> int:
-    settings = Settings()
+    settings = read_settings()
+    if isinstance(settings, str):
+        print(f"error: {settings}", file=sys.stderr)
+        return 2
     problem = grpc_port_problem(settings)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)

@@ -117,13 +117,19 @@ def wants_csv(request: Request) -> bool:
 
 
 def bearer_matches(authorization: str, secret: SecretStr) -> bool:
-    """``authorization`` is ``Bearer <secret>`` (constant-time compare): HTTP and gRPC alike."""
+    """``authorization`` is ``Bearer <secret>`` (constant-time compare): HTTP and gRPC alike.
+
+    An empty secret matches nothing: Settings refuses one, but settings built around the
+    validation (``Settings.model_construct``) must fail closed, not accept ``Bearer``."""
     scheme, _, token = authorization.partition(" ")
     expected = secret.get_secret_value().encode()
+    if not expected:
+        return False
     return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected)
 
 
 def check_bearer(request: Request, secret: SecretStr | None, what: str) -> None:
-    """Require ``Authorization: Bearer <secret>`` when a secret is set."""
+    """Require ``Authorization: Bearer <secret>`` when a secret is set (an empty one refuses
+    every request)."""
     if secret is not None and not bearer_matches(header(request, b"authorization") or "", secret):
         raise Unauthorized(f"missing or wrong bearer token for {what}")

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """Every knob of the service; each field is read from the environment variable of its name."""
 
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", hide_input_in_errors=True
+    )
 
     artifacts_dir: Path = Field(
         Path("artifacts"), description="Root of the bundles: <dir>/<name>/<version>/."
@@ -125,6 +128,40 @@ class Settings(BaseSettings):
                 raise ValueError("DEFAULT_MODEL names one model")
             return names[0]
         return None
+
+    @field_validator("api_key", "admin_token")
+    @classmethod
+    def _bearer_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """API_KEY and ADMIN_TOKEN: what a client sends after ``Bearer``. Empty or blank is
+        refused (it would not protect anything); the whitespace around a key read from a file
+        (``$(cat keyfile)``, a Secret made from a file: a trailing newline) is removed with a
+        warning; whitespace, control or non-ASCII characters inside the key are refused: no
+        client could send them in an HTTP header or gRPC metadata."""
+        if value is None:
+            return None
+        name = (info.field_name or "").upper()
+        secret = value.get_secret_value()
+        stripped = secret.strip()
+        if not stripped:
+            unset = (
+                "to serve prediction routes without a key"
+                if name == "API_KEY"
+                else "to turn the admin routes off"
+            )
+            raise ValueError(f"empty or only whitespace: set a token, or unset {name} {unset}")
+        if not all("!" <= char <= "~" for char in stripped):
+            raise ValueError(
+                "contains whitespace, a control character or a non-ASCII character: a bearer "
+                "token is visible ASCII characters (letters, digits, punctuation) only"
+            )
+        if stripped == secret:
+            return value
+        logging.getLogger(__name__).warning(
+            "%s had whitespace around it (a key file's trailing newline?): it was removed; "
+            "clients send the token without it",
+            name,
+        )
+        return SecretStr(stripped)
 
     @field_validator("model_versions")
     @classmethod

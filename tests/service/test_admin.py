@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr, ValidationError
 
 from service.app import create_app
 from service.registry import UNVERIFIED_REASON
@@ -83,7 +84,11 @@ def test_a_missing_or_wrong_token_is_401(
 
 
 def test_an_empty_admin_token_opens_nothing(artifacts: Path) -> None:
-    with make_client(artifacts, admin_token="") as client:
+    with pytest.raises(ValidationError, match="ADMIN_TOKEN"):  # refused at start
+        make_client(artifacts, admin_token="")
+    settings = Settings(artifacts_dir=artifacts, model_name="iris", model_runtime="litert")
+    empty = settings.model_copy(update={"admin_token": SecretStr("")})  # past the validation
+    with TestClient(create_app(empty)) as client:
         for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer"}):
             assert client.post("/admin/reload", headers=headers).status_code == 401
 
