@@ -9,10 +9,12 @@ named once; messages name the row and feature at fault and never echo the input 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import operator
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -76,11 +78,12 @@ def _nan_is_blank(name: str) -> None:
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        duplicate = next(k for k in keys if keys.count(k) > 1)
+    document = dict(pairs)
+    if len(document) != len(pairs):  # linear: counted once, not once per key
+        counts = Counter(k for k, _ in pairs)
+        duplicate = next(k for k, _ in pairs if counts[k] > 1)  # the first key that repeats
         raise InvalidInput(f"duplicate key {duplicate[:64]!r} in a JSON object")
-    return dict(pairs)
+    return document
 
 
 def _strict_json(body: bytes, nan_is_blank: bool = False) -> Any:
@@ -118,25 +121,70 @@ def load_json(body: bytes, nan_is_blank: bool = False) -> Any:
         raise MalformedBody('empty body; send JSON such as {"instances": [[...]]}')
     try:
         document = orjson.loads(body)
+        exact = False
     except orjson.JSONDecodeError:
-        # Raises with a precise message, or parses 1e309 as inf (refused later).
+        # Raises with a precise message, or parses 1e309 as inf (refused later); it also
+        # refuses repeated keys.
         document = _strict_json(body, nan_is_blank)
+        exact = True
     if _SURROGATE_ESCAPE.search(body):  # rare: only then walk the strings
         _reject_lone_surrogates(document)
-    if isinstance(document, dict) and _may_repeat_keys(body, document):
+    if not exact and _may_repeat_keys(body, document):
         document = _strict_json(body, nan_is_blank)
     return document
 
 
-def _may_repeat_keys(body: bytes, document: dict[str, Any]) -> bool:
-    """orjson silently keeps the last of repeated keys. Counting each key's quoted name in the
-    raw bytes (a scan, not a parse) tells when the exact parser must look."""
-    if any(body.count(orjson.dumps(key)) != 1 for key in document):
+# The end of an object key: a closing quote, (blanks,) then the colon. Without a backslash in
+# the text every quote opens or closes a string, so counting these counts each key once, plus
+# any string value that starts with (blanks and) a colon.
+_KEY_END = b'":'
+_KEY_END_SPACED = re.compile(rb'"[ \t\n\r]+:')
+_QUOTE_BLANK = (b'" ', b'"\n', b'"\r', b'"\t')
+# A whole JSON string, and the colon after it if it is a key: scanning left to right, each
+# match starts at an opening quote (outside strings, valid JSON has no quote or backslash).
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"([ \t\n\r]*:)?', re.DOTALL)
+
+
+def _count_keys(text: bytes, exact: bool) -> int:
+    """Object keys in valid JSON text: exactly (a tokenising scan) or, for text without a
+    backslash, keys plus the string values that start with a colon (a faster scan)."""
+    if exact:
+        return sum(1 for match in _STRING.finditer(text) if match.group(1))
+    found = text.count(_KEY_END)
+    if any(blank in text for blank in _QUOTE_BLANK):  # rare: a blank after a quote
+        found += len(_KEY_END_SPACED.findall(text))
+    return found
+
+
+def _keys_at_least(document: Any) -> int:
+    """A lower bound on the keys of the decoded document, cheaply: the top-level object's,
+    those of objects directly in it and those of lists of objects directly in it (records)."""
+    if type(document) is not dict:
+        return 0
+    count = len(document)
+    for value in document.values():
+        if type(value) is dict:
+            count += len(value)
+        elif type(value) is list and value and set(map(type, value)) == {dict}:
+            count += sum(map(len, value))
+    return count
+
+
+def _may_repeat_keys(body: bytes, document: Any) -> bool:
+    """orjson silently keeps the last of repeated keys, at any depth, however a key is spelled
+    (``"\\u0069d"`` is ``"id"``). Repeated keys are the only way the body can hold more keys
+    than the decoded document, so count both, in linear time (scans, not a parse): the body's
+    keys, then, unless they match the document's lower bound, the keys of the document written
+    back by orjson (the same strings, so the same count, when nothing was dropped)."""
+    exact = b"\\" in body  # escapes: the strings written back differ; tokenise both
+    found = _count_keys(body, exact)
+    if found == _keys_at_least(document):  # the body has at least the document's keys
+        return False
+    try:
+        written = orjson.dumps(document)
+    except orjson.JSONEncodeError:  # nesting orjson cannot write back: let the parser look
         return True
-    instances = document.get("instances")
-    if isinstance(instances, list) and instances and isinstance(instances[0], dict):
-        return any(body.count(orjson.dumps(key)) != len(instances) for key in instances[0])
-    return False
+    return found != _count_keys(written, exact)
 
 
 def _reject_lone_surrogates(document: Any) -> None:
@@ -344,10 +392,9 @@ def parse_csv_body(body: bytes, schema: Schema) -> Parsed:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise MalformedBody("CSV body is not valid UTF-8") from None
-    # str.splitlines() also breaks at \x0b, \x0c, \x1c-\x1e, \x85, \u2028 and \u2029, which are
-    # text in a cell (a category), not line ends. Numbers never hold them: the numeric path keeps
-    # splitlines().
-    lines = text.splitlines() if schema.typed is None else _CSV_LINE_END.split(text)
+    # Only \n, \r\n and \r end a line: str.splitlines() would also break at \x0b, \x0c,
+    # \x1c-\x1e, \x85, \u2028 and \u2029, which are text in a cell (refused in a number).
+    lines = _CSV_LINE_END.split(text)
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:
@@ -356,9 +403,17 @@ def parse_csv_body(body: bytes, schema: Schema) -> Parsed:
     if fast is not None:
         return Parsed(fast)
     try:
-        table = list(csv.reader(lines, strict=True))
+        # Each line with its end: csv.reader keeps a line break inside quotes in the field
+        # (given lines without their ends, it would join "5.\n1" into "5.1").
+        table = list(csv.reader(io.StringIO("\n".join(lines), newline=""), strict=True))
     except csv.Error as exc:
         raise MalformedBody(f"malformed CSV: {exc}") from None
+    for k, name in enumerate(table[0]):
+        if "\n" in name or "\r" in name:
+            raise InvalidInput(
+                f"CSV header column {k + 1} holds a line break inside quotes; the header names "
+                "each column on its first line"
+            )
     header = [h.strip() for h in table[0]]
     rows = table[1:]
     _check_header(header, schema.features, schema.ignored)
@@ -384,6 +439,8 @@ def parse_csv_body(body: bytes, schema: Schema) -> Parsed:
             lambda i, j: f"CSV row {i + 1}, column {schema.features[j][:64]!r}",
         )
         return Parsed(x, notes=notes)
+    if '"' in text:  # only a quoted field holds a line break, which float() would skip
+        _refuse_line_breaks(rows, header)
     try:
         # float() also reads "1_0" (as 10) and non-ASCII digits ("\u0665"); no CSV writer means them.
         strange = any("_" in line or not line.isascii() for line in data_lines)
@@ -433,6 +490,16 @@ def _check_header(
     missing = [f for f in features if f not in seen]
     if missing:
         raise InvalidInput(f"CSV header is missing feature {missing[0]!r}")
+
+
+def _refuse_line_breaks(rows: list[list[str]], header: list[str]) -> None:
+    for i, row in enumerate(rows):
+        for j, cell in enumerate(row):
+            if "\n" in cell or "\r" in cell:
+                raise InvalidInput(
+                    f"CSV row {i + 1}, column {header[j][:64]!r} holds a line break inside "
+                    "quotes; a number is written on one line"
+                )
 
 
 def _explain_csv(rows: list[list[str]], header: list[str]) -> None:

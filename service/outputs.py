@@ -53,16 +53,92 @@ def range_warnings(model: LoadedModel, x: np.ndarray) -> list[list[str]]:
     ]
 
 
+def _objects(items: list[str]) -> np.ndarray:
+    """A 1-D object array of strings (numpy keeps Python strings as they are)."""
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
+
+
+def _outside_cells(model: LoadedModel, x: np.ndarray, json: bool = False) -> np.ndarray | None:
+    """The cells outside the training range, row by row and in feature order within a row: one
+    row per cell of [row, text before the value, the value, text after it] (None if every cell
+    is in range); each text as JSON if ``json`` (orjson escapes character by character: a
+    message's JSON is its parts' JSON).
+
+    Computed by column, not by cell: each distinct value is formatted once, and the text around
+    it (the same for every value of a feature on one side) once per feature and side."""
+    below = x < model.feature_min
+    rows, cols = np.nonzero(below | (x > model.feature_max))
+    if not len(rows):
+        return None
+    # Distinct values by their bits (0.0 and -0.0 print differently), formatted from Python
+    # floats as _warning's f-string formats them.
+    bits, inverse = np.unique(x[rows, cols].view(np.uint32), return_inverse=True)
+    shown = _objects([f"{v:.6g}" for v in bits.view(np.float32).tolist()])
+    names = model.feature_names
+    lows, highs = model.feature_bounds
+    leads = [f"{name}=" for name in names]
+    tails = [
+        f" is {side} the training range [{low:.6g}, {high:.6g}]"
+        for side in ("above", "below")
+        for low, high in zip(lows, highs, strict=True)
+    ]
+    if json:
+        leads = [orjson.dumps(text).decode()[:-1] for text in leads]
+        tails = [orjson.dumps(text).decode()[1:] for text in tails]
+    cells = np.empty((len(rows), 4), dtype=object)
+    cells[:, 0] = rows.tolist()
+    cells[:, 1] = _objects(leads)[cols]
+    cells[:, 2] = shown[inverse.reshape(-1)]
+    cells[:, 3] = _objects(tails)[cols + len(names) * below[rows, cols]]
+    return cells
+
+
+def _objects(items: list[Any]) -> np.ndarray:
+    """A 1-D object array of the items (numpy keeps Python strings as they are)."""
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
+
+
+def _row_bounds(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which cells start a row's run, and which end it."""
+    change = rows[1:] != rows[:-1]
+    return np.r_[True, change], np.r_[change, True]
+
+
 def _outside_rows(model: LoadedModel, x: np.ndarray) -> dict[int, list[str]]:
     """The warnings of the rows with features outside the training range, by row (numpy)."""
-    rows, cols = np.nonzero((x < model.feature_min) | (x > model.feature_max))
-    out: dict[int, list[str]] = {}
-    if len(rows):
-        names = model.feature_names
-        lows, highs = model.feature_bounds
-        for i, j, value in zip(rows.tolist(), cols.tolist(), x[rows, cols].tolist(), strict=True):
-            out.setdefault(i, []).append(_warning(names[j], value, lows[j], highs[j]))
-    return out
+    cells = _outside_cells(model, x)
+    if cells is None:
+        return {}
+    rows = np.asarray(cells[:, 0], dtype=np.intp)
+    texts = [a + b + c for a, b, c in cells[:, 1:].tolist()]
+    first, _ = _row_bounds(rows)
+    starts = np.flatnonzero(first).tolist()
+    ends = [*starts[1:], len(texts)]
+    return {
+        i: texts[start:end]
+        for i, start, end in zip(rows[first].tolist(), starts, ends, strict=True)
+    }
+
+
+def _outside_json(model: LoadedModel, x: np.ndarray) -> tuple[list[int], list[str]]:
+    """The rows with features outside the training range and, for each, its warnings as the JSON
+    array orjson writes for ``_outside_rows(model, x)[row]``, joined from the parts by C-level
+    iteration (no Python code per cell)."""
+    cells = _outside_cells(model, x, json=True)
+    if cells is None:
+        return [], []
+    rows = np.asarray(cells[:, 0], dtype=np.intp)
+    first, last = _row_bounds(rows)
+    cells[:, 0] = np.where(first, _objects(["["]), _objects([""]))  # the leads open with '"'
+    # A raw line break never appears in JSON text (orjson writes \n): it ends each row.
+    ends = np.where(last, _objects(["]\n"]), _objects([","]))
+    parts = np.concatenate([cells, ends[:, None]], axis=1)
+    texts = "".join(parts.ravel().tolist()).split("\n")
+    return rows[last].tolist(), texts[:-1]
 
 
 def with_notes(warnings: list[list[str]], notes: Notes | None) -> list[list[str]]:
@@ -124,10 +200,14 @@ def answer_json(
     for j in range(probabilities.shape[1]):
         columns.append(orjson.dumps(probabilities[:, j].tolist()).decode()[1:-1].split(","))
     warnings = ["[]"] * len(x)
-    outside = _outside_rows(model, x)
-    for i in set(outside) | set(notes or ()):
-        messages = [m for _, m in (notes or {}).get(i, ())] + outside.get(i, [])
-        warnings[i] = orjson.dumps(messages).decode()
+    if notes:  # a typed model's reading warnings first (few rows): row by row
+        outside = _outside_rows(model, x)
+        for i in set(outside) | set(notes):
+            messages = [m for _, m in notes.get(i, ())] + outside.get(i, [])
+            warnings[i] = orjson.dumps(messages).decode()
+    else:
+        for i, text in zip(*_outside_json(model, x), strict=True):
+            warnings[i] = text
     columns.append(warnings)
     keys = [orjson.dumps(key).decode() for key in model.class_keys]
     # Each row: ,{"label":L,"probabilities":{"a":1.0,"b":0.0},"warnings":[]} from the text

@@ -243,6 +243,11 @@ def encode_csv_cells(
                 numbers.append(None)
                 continue
             text = cell.strip()
+            if "\n" in cell or "\r" in cell:  # a quoted line break, which float() would skip
+                raise InvalidInput(
+                    f"{locate(i, j)} holds a line break inside quotes; a number is written on "
+                    "one line"
+                )
             try:
                 if "_" in text or not text.isascii():
                     raise ValueError(text)
