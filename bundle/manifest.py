@@ -5,12 +5,61 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import stat
 from pathlib import Path
 
 from bundle.errors import BundleError
 from bundle.layout import MANIFEST
 
 _CHUNK = 1 << 20
+
+# manifest.json lists one digest per file: about 600 bytes for a trained bundle. It is read
+# whole, so a larger one (a padded file, a link to /dev/zero) is refused before it is read.
+MAX_MANIFEST_BYTES = 1 << 20
+
+
+def read_capped(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes, without following a link.
+
+    Raises :class:`FileNotFoundError` when it is missing and :class:`BundleError` naming the
+    file and the limit when it is larger, a link or not a regular file; other OSErrors pass."""
+    name = path.name
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # ELOOP on a link
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BundleError(f"{name} is not a regular file")
+        if info.st_size > limit:
+            raise BundleError(f"{name} is {info.st_size} bytes, over the {limit}-byte limit")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            content = handle.read(limit + 1)  # it may grow after the fstat
+    finally:
+        os.close(fd)
+    if len(content) > limit:
+        raise BundleError(f"{name} is over the {limit}-byte limit")
+    return content
+
+
+def read_bundle_file(path: Path, limit: int) -> bytes:
+    """:func:`read_capped`, with a link and an unreadable file as :class:`BundleError`."""
+    try:
+        return read_capped(path, limit)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if path.is_symlink():
+            raise BundleError(f"{path.name} is a symbolic link") from None
+        raise BundleError(f"{path.name} cannot be read: {exc.strerror or exc}") from None
+
+
+def manifest_digest(directory: Path) -> str | None:
+    """The sha256 of ``manifest.json``'s bytes: with the version number, a version's identity
+    (a number reused for other files has another manifest). None when it cannot be read."""
+    try:
+        return hashlib.sha256(read_capped(directory / MANIFEST, MAX_MANIFEST_BYTES)).hexdigest()
+    except (OSError, BundleError):
+        return None
 
 
 def sha256_file(path: Path) -> str:
@@ -60,10 +109,12 @@ def verify_manifest(directory: Path, signing_key: str | None = None) -> dict[str
     Raises :class:`BundleError` naming the first fault; returns the verified digests.
     """
     path = directory / MANIFEST
-    if not path.is_file():
-        raise BundleError(f"{MANIFEST} is missing")
     try:
-        document = json.loads(path.read_text())
+        content = read_bundle_file(path, MAX_MANIFEST_BYTES)
+    except FileNotFoundError:
+        raise BundleError(f"{MANIFEST} is missing") from None
+    try:
+        document = json.loads(content.decode())
         files = document["files"]
         if not isinstance(files, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in files.items()

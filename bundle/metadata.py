@@ -12,6 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from bundle.columns import BOOLEAN_VOCABULARY, Kind
 from bundle.errors import BundleError
 from bundle.layout import METADATA
+from bundle.manifest import read_bundle_file
+
+# metadata.json is read whole. A trained one is a few KB (Iris 3.1 KB, a typed 7-feature table
+# ~5 KB): feature statistics, vocabularies (at most 1,000 categories per feature) and a few
+# reference rows. The limit leaves room for hundreds of wide categorical features and refuses
+# a padded file before reading it.
+MAX_METADATA_BYTES = 16 << 20
 
 # 2: typed features (kinds, blanks, vocabularies), a dict-input model.keras with its core
 # model inside, raw reference rows, a decision threshold for binary targets.
@@ -159,15 +166,25 @@ class Metadata(BaseModel):
 
 
 def write_metadata(directory: Path, metadata: Metadata) -> None:
-    """Write ``metadata.json`` into a bundle directory."""
-    (directory / METADATA).write_text(metadata.model_dump_json(indent=2) + "\n")
+    """Write ``metadata.json`` into a bundle directory; :class:`BundleError` when it would be
+    over :data:`MAX_METADATA_BYTES` (the service would refuse it)."""
+    content = (metadata.model_dump_json(indent=2) + "\n").encode()
+    if len(content) > MAX_METADATA_BYTES:
+        raise BundleError(
+            f"{METADATA} would be {len(content)} bytes, over the {MAX_METADATA_BYTES}-byte limit"
+        )
+    (directory / METADATA).write_bytes(content)
 
 
 def read_metadata(directory: Path) -> Metadata:
-    """Read and validate ``metadata.json``; raise :class:`BundleError` naming the fault."""
+    """Read and validate ``metadata.json``; raise :class:`BundleError` naming the fault.
+
+    A file over :data:`MAX_METADATA_BYTES`, a link or not a regular file is refused unread."""
     path = directory / METADATA
     try:
-        return Metadata.model_validate(json.loads(path.read_text()))
+        return Metadata.model_validate(
+            json.loads(read_bundle_file(path, MAX_METADATA_BYTES).decode())
+        )
     except FileNotFoundError:
         raise BundleError(f"{METADATA} is missing") from None
     except OSError as exc:

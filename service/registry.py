@@ -18,6 +18,7 @@ import os
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,24 +83,46 @@ class VersionStatus:
 
 def fingerprint(directory: Path) -> Fingerprint:
     """Name, size, mtime, ctime and inode of every file: a rejected version is retried only
-    when this changes (ctime and inode catch a copy that preserves modification times)."""
-    entries = []
+    when this changes (ctime and inode catch a copy that preserves modification times).
+
+    Links are never followed (lstat): a version directory that is a link is one entry, the
+    link itself (a link to / is not a walk of the filesystem), and so is a link inside it."""
+
+    def entry(path: Path, stat: os.stat_result) -> tuple[str, int, int, int, int]:
+        name = path.relative_to(directory).as_posix() if path != directory else "."
+        return (name, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+
     try:
-        for path in sorted(directory.rglob("*")):
-            if path.is_file():
-                stat = path.stat()
-                entries.append(
-                    (
-                        path.relative_to(directory).as_posix(),
-                        stat.st_size,
-                        stat.st_mtime_ns,
-                        stat.st_ctime_ns,
-                        stat.st_ino,
-                    )
-                )
+        if directory.is_symlink():
+            return (entry(directory, directory.lstat()),)
     except OSError:
-        pass
-    return tuple(entries)
+        return ()
+    entries = []
+    pending = [directory]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as iterator:
+                found = list(iterator)
+        except OSError:
+            continue
+        for item in found:
+            try:
+                if item.is_dir(follow_symlinks=False):
+                    pending.append(Path(item.path))
+                else:  # a file, or a link (never followed)
+                    entries.append(entry(Path(item.path), item.stat(follow_symlinks=False)))
+            except OSError:
+                continue
+    return tuple(sorted(entries))
+
+
+# The sha256 of the manifest.json each loaded model was verified from: with its number, a
+# version's identity (a number reused after a delete has other files, another manifest).
+_MANIFEST_DIGESTS: weakref.WeakKeyDictionary[LoadedModel, str | None] = weakref.WeakKeyDictionary()
+SYMLINK_REASON = (
+    "the version directory is a symbolic link: a version must be a directory under "
+    "ARTIFACTS_DIR, and links are never followed"
+)
 
 
 class ModelEvents:
@@ -169,6 +192,8 @@ class Registry:
 
     # -- reading -----------------------------------------------------------------------------
     def versions(self) -> list[int]:
+        """Published versions: real directories (never a link), or none when the model
+        directory cannot be read (:meth:`not_ready_reason` and :meth:`statuses` say why)."""
         return bundle.list_versions(self.directory)
 
     def loaded_models(self) -> dict[int, LoadedModel]:
@@ -247,8 +272,14 @@ class Registry:
         rejected = self._rejected.get(pinned) if pinned is not None else None
         if rejected is not None:
             return f"pinned version {pinned} of {name!r} was rejected: {rejected[1]}"
-        if not self.versions():
-            return f"no version of model {name!r} found under {directory}"
+        scan = bundle.versions.scan_versions(directory)
+        if scan.error is not None:
+            return f"no version of model {name!r} can be listed: {scan.error}"
+        if not scan.versions:
+            links = "".join(
+                f"; {directory / str(v)} is a symbolic link, never served" for v in scan.symlinks
+            )
+            return f"no version of model {name!r} found under {directory}{links}"
         return f"no valid version of model {name!r}: " + (self.last_error or "all were rejected")
 
     def statuses(self) -> list[VersionStatus]:
@@ -259,12 +290,38 @@ class Registry:
         labels: dict[int, list[str]] = {}
         for label, number in sorted(self.serving.labels.items()):
             labels.setdefault(number, []).append(label)
-        found = set(self.versions())
+        scan = bundle.versions.scan_versions(self.directory)
+        found, links = set(scan.versions), set(scan.symlinks)
         hold = self._hold
         out = []
-        for version in sorted(found | set(loaded), reverse=True):
-            gone = None if version in found else "directory removed; kept in memory"
+        for version in sorted(found | set(loaded) | links, reverse=True):
+            if version in links and version not in loaded:
+                out.append(
+                    VersionStatus(
+                        version, "rejected", SYMLINK_REASON, False, labels.get(version, [])
+                    )
+                )
+                continue
+            if version in found:
+                gone = None
+            elif scan.error is not None:  # not a deletion: the directory cannot be listed
+                gone = f"{scan.error}; kept in memory"
+            else:
+                gone = "directory removed; kept in memory"
             rejected = self._rejected.get(version)
+            if rejected is not None and version in loaded:
+                # Its files were replaced on disk (another manifest.json) and the new ones
+                # failed: the model loaded before still answers under this number, said here.
+                status = VersionStatus(
+                    version,
+                    "serving" if served is not None and version == served.version else "available",
+                    f"replaced on disk; reloading failed: {rejected[1]}; still answering with "
+                    "the files loaded before",
+                    True,
+                    labels.get(version, []),
+                )
+                out.append(status)
+                continue
             status = VersionStatus(
                 version, "available", gone, version in loaded, labels.get(version, [])
             )
@@ -290,7 +347,10 @@ class Registry:
             return None
         key = self.settings.artifact_signing_key
         started = time.monotonic()
+        digest = bundle.manifest.manifest_digest(directory)
         try:
+            if directory.is_symlink():  # never followed, whatever it points to
+                raise BundleRejected(SYMLINK_REASON)
             model = load_version(
                 directory,
                 runtime=self.settings.model_runtime,
@@ -312,6 +372,7 @@ class Registry:
                 model.name = self.name  # the directory's name is the model's name in every answer
             self._rejected.pop(version, None)
             self._verified[version] = print_
+            _MANIFEST_DIGESTS[model] = digest
             log.info(
                 "verified version %s of %s in %.2f s",
                 version,
@@ -331,6 +392,60 @@ class Registry:
             reason,
         )
         return None
+
+    def _follow_replaced(self) -> None:
+        """Under the load lock: a loaded version whose directory now holds another
+        ``manifest.json`` (its number reused after a delete, its files rewritten, a link put in
+        its place) is verified again. Valid new files replace the model under that number
+        wherever it is held (current, previous, extra, labels, shadow); invalid ones leave the
+        model loaded before answering, and :meth:`statuses` says "replaced on disk; reloading
+        failed" with the reason. A removed directory keeps its model in memory, as before."""
+        routing = self.routing
+        held = [*routing.labelled.values(), *([routing.shadow] if routing.shadow else [])]
+        models = {id(m): m for m in [*self.loaded_models().values(), *held]}
+        for old in sorted(models.values(), key=lambda m: m.version):
+            if self._closed:
+                return
+            directory = self.directory / str(old.version)
+            if not os.path.lexists(directory):
+                continue
+            if not directory.is_symlink() and bundle.manifest.manifest_digest(
+                directory
+            ) == _MANIFEST_DIGESTS.get(old):
+                continue
+            fresh = self._try_load(old.version)  # a known rejection is not retried
+            if fresh is not None:
+                self._replace(old, fresh)
+
+    def _replace(self, old: LoadedModel, fresh: LoadedModel) -> None:
+        """Put ``fresh`` (the same number, other files) wherever ``old`` is held; retire ``old``."""
+        with self._swap_lock:
+            before = self.served()
+            if self.current is old:
+                self.current = fresh
+            if self.previous is old:
+                self.previous = fresh
+            self.extra = {v: fresh if m is old else m for v, m in self.extra.items()}
+            routing = self.routing
+            if routing.shadow is old or any(m is old for m in routing.labelled.values()):
+                self.routing = Routing(
+                    {k: fresh if m is old else m for k, m in routing.labelled.items()},
+                    routing.canary_percent,
+                    fresh if routing.shadow is old else routing.shadow,
+                    routing.shadow_percent,
+                )
+            self.reloads_succeeded += 1
+            self.events.loaded(fresh)
+            after = self.served()
+            if after is not None and after is not before:
+                self.events.served(after)
+        log.warning(
+            "version %s of %s was replaced on disk (another %s): now answering with its new files",
+            fresh.version,
+            self.name,
+            bundle.MANIFEST,
+        )
+        self._retire([old])
 
     def _batcher(self, model: LoadedModel) -> AdaptiveBatcher | None:
         """The Keras runtime's batcher: requests that arrive while a call runs share the next
@@ -459,6 +574,7 @@ class Registry:
         swapped = False
         with self._load_lock:
             started = time.monotonic()
+            self._follow_replaced()  # a number reused for other files: load them, or say so
             self._refresh_serving()  # labels before a swap, as at start
             current = self.current
             available = self.versions()
@@ -710,6 +826,7 @@ class Registry:
         then loads only versions published later. Without a version, polling resumes.
         """
         with self._load_lock:
+            self._follow_replaced()  # never answer a reused number with the deleted files
             available = self.versions()
             current = self.current
             if version is not None:

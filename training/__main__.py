@@ -120,7 +120,19 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as exc:
         print(f"training: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as exc:  # a full disk, a read-only or vanished directory, an I/O error
+        # The staging directory is already removed (training.publish.staging_area): no version.
+        print(f"training: error: {_os_problem(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
+
+
+def _os_problem(exc: OSError) -> str:
+    """An OSError as one line: what failed and on which file, without a traceback."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    where = f" ({exc.filename})" if exc.filename else ""
+    stopped = "the run stopped and its staging directory was removed"
+    return f"{reason}{where}; {stopped}".replace("\n", " ")
 
 
 if __name__ == "__main__":

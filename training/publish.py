@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,11 +21,17 @@ def staging_area(artifacts: Path, name: str) -> Iterator[Path]:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise TrainingError(f"cannot write to artifacts directory {artifacts}: {reason}") from None
+    # Held until the run publishes or gives up: another run's clean-up of stale staging
+    # directories (bundle.versions.remove_stale_staging) never removes this one, however long
+    # training takes. The kernel drops the lock if this process is killed.
+    lock = bundle.versions.lock_staging(staging)
     try:
         yield staging
     finally:
-        if staging.exists():
+        if os.path.lexists(staging):
             shutil.rmtree(staging, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)
 
 
 def publish(
@@ -40,6 +47,8 @@ def publish(
     model_dir = bundle.model_dir(artifacts, metadata.name)
     try:
         version = bundle.publish_version(staging, model_dir, finalize)
+    except bundle.BundleError as exc:
+        raise TrainingError(f"cannot publish into {model_dir}: {exc}") from None
     except OSError as exc:
         raise TrainingError(f"cannot publish into {model_dir}: {exc.strerror or exc}") from None
     return model_dir / str(version)
