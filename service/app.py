@@ -223,6 +223,9 @@ def create_app(settings: Settings | None = None, observed: bool = True) -> Servi
     app.hot_routes = () if settings.otel_telemetry else tuple(hot)
     if observed:
         app.request_layer = RequestMiddleware(
-            app.dispatch, admission, timeout_seconds=settings.request_timeout_seconds
+            app.dispatch,
+            admission,
+            timeout_seconds=settings.request_timeout_seconds,
+            max_body_bytes=settings.max_body_bytes,
         )
     return app

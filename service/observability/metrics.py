@@ -82,10 +82,18 @@ class Metrics:
         self.predictions_in_flight = 0
         if not self.multiprocess:  # read at scrape time: nothing to do per request
             self.in_flight.set_function(lambda: self.predictions_in_flight)
+        self.bodies_arriving = Gauge(
+            "http_request_bodies_arriving",
+            "Prediction requests whose body is still arriving (read before they take one of "
+            "the MAX_CONCURRENCY slots): many of them are slow or stalled clients.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self.overload = counter(
             "http_overload_rejections",
-            "Prediction requests answered 503: over MAX_CONCURRENCY (concurrency) or "
-            "REQUEST_TIMEOUT_SECONDS (timeout).",
+            "Prediction requests refused: 503 over MAX_CONCURRENCY (concurrency) or "
+            "REQUEST_TIMEOUT_SECONDS (timeout); 408 for a body still arriving after "
+            "REQUEST_TIMEOUT_SECONDS (slow body).",
             ["reason"],
             registry=registry,
         )

@@ -23,7 +23,7 @@ import orjson
 from starlette.routing import compile_path
 
 from service.dataplane import Admission
-from service.errors import Overloaded
+from service.errors import Overloaded, ServiceError
 from service.observability.logs import AccessLog, RequestContext, current_request
 from service.observability.metrics import get_metrics
 
@@ -109,29 +109,48 @@ class _Exchange:
             self.expired = True
             self.task.cancel()
 
-    async def refuse(self, error: Overloaded) -> None:
-        """503 ``{"error": ...}`` with ``Retry-After``, as the app's handler renders Overloaded."""
+    async def refuse(self, error: ServiceError) -> None:
+        """``{"error": ...}`` with the error's status, as the app's handler renders it
+        (``Retry-After`` for an overload)."""
         body = orjson.dumps({"error": error.message})
         self.status = error.status_code
-        await self.send(
-            {
-                "type": "http.response.start",
-                "status": error.status_code,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", b"1"),
-                    self.id_header,
-                ],
-            }
-        )
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            self.id_header,
+        ]
+        if isinstance(error, Overloaded):
+            headers.append((b"retry-after", b"1"))
+        start = {"type": "http.response.start", "status": error.status_code, "headers": headers}
+        await self.send(start)
         await self.send({"type": "http.response.body", "body": body})
+
+
+class _Replay:
+    """An ASGI ``receive`` giving the messages already read, then the server's own."""
+
+    __slots__ = ("messages", "receive")
+
+    def __init__(self, messages: list[Message], receive: Receive) -> None:
+        self.messages = messages
+        self.receive = receive
+
+    async def __call__(self) -> Message:
+        if self.messages:
+            return self.messages.pop(0)
+        return await self.receive()
 
 
 class RequestMiddleware:
     """Request ids, HTTP metrics, access lines; admission control for prediction routes."""
 
-    def __init__(self, app: ASGIApp, admission: Admission, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        admission: Admission,
+        timeout_seconds: float,
+        max_body_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
         self.app = app
         self.admission = admission  # shared with the other transports (gRPC)
         max_concurrency = admission.limit
@@ -146,6 +165,11 @@ class RequestMiddleware:
             f"the prediction took longer than REQUEST_TIMEOUT_SECONDS={timeout_seconds:g}; "
             "retry shortly"
         )
+        self._slow_body = ServiceError(
+            f"the request body did not arrive within REQUEST_TIMEOUT_SECONDS={timeout_seconds:g}",
+            408,
+        )
+        self.max_body_bytes = max_body_bytes
         # Predictions in flight, oldest first (all deadlines are arrival + the same timeout).
         self._deadlines: dict[_Exchange, None] = {}
         self._watchdog: asyncio.TimerHandle | None = None
@@ -178,16 +202,31 @@ class RequestMiddleware:
         try:
             if not is_prediction(scope):
                 await self.app(scope, receive, exchange.send_with_id)
-            elif admission.in_flight >= admission.limit:
+                return
+            # The deadline runs from arrival, through the body, to the answer. The body is
+            # read before the request takes a slot: a client sending it slowly (or not at all)
+            # holds its own connection until the deadline, never one of the MAX_CONCURRENCY
+            # slots predictions need.
+            self._watch(exchange, start + self.timeout_seconds)
+            try:
+                replay = await self._read_body(receive)
+            except asyncio.CancelledError:
+                if not exchange.expired:
+                    raise
+                exchange.task.uncancel()  # the watchdog's cancellation, handled here
+                self.metrics.overload.labels("slow body").inc()
+                await exchange.refuse(self._slow_body)
+                return
+            if admission.in_flight >= admission.limit:
+                self._deadlines.pop(exchange, None)
                 self.metrics.overload.labels("concurrency").inc()
                 await exchange.refuse(self._busy)
             else:  # inline, not a method: a coroutine less per prediction
                 admitted = True
                 admission.in_flight += 1
                 self.metrics.prediction_started()
-                self._watch(exchange, start + self.timeout_seconds)
                 try:
-                    await self.app(scope, receive, exchange.send_with_id)
+                    await self.app(scope, replay, exchange.send_with_id)
                 except (asyncio.CancelledError, Exception):
                     if not exchange.expired:  # once expired, no one is left to answer
                         raise
@@ -214,6 +253,27 @@ class RequestMiddleware:
                 self.access_log.write(
                     context.request_id, method, route, scope["path"], status, seconds, version, name
                 )
+
+    async def _read_body(self, receive: Receive) -> _Replay:
+        """The request's body messages, read to the end, to be replayed to the app. Past
+        MAX_BODY_BYTES it stops reading: the endpoint's own read refuses the body (413)."""
+        message = await receive()
+        messages = [message]
+        if not message.get("more_body", False):  # the whole body in one message: most requests
+            return _Replay(messages, receive)
+        size = len(message.get("body", b""))
+        arriving = self.metrics.bodies_arriving
+        arriving.inc()
+        try:
+            while message.get("more_body", False) and size <= self.max_body_bytes:
+                message = await receive()
+                messages.append(message)
+                if message["type"] != "http.request":  # the client went away
+                    break
+                size += len(message.get("body", b""))
+        finally:
+            arriving.dec()
+        return _Replay(messages, receive)
 
     # -- the timeout watchdog ------------------------------------------------------------------
     def _watch(self, exchange: _Exchange, deadline: float) -> None:

@@ -216,7 +216,8 @@ def test_a_slow_prediction_times_out_with_503(artifacts_copy: Path) -> None:
 
 
 def test_a_stalled_upload_times_out(artifacts_copy: Path) -> None:
-    """An upload that stops half-way is answered 503 while it is still stalled."""
+    """An upload that stops half-way is answered 408 while it is still stalled, never having
+    taken a prediction slot (its body is read before admission)."""
     settings = Settings(
         artifacts_dir=artifacts_copy, model_runtime="litert", request_timeout_seconds=0.3
     )
@@ -233,8 +234,27 @@ def test_a_stalled_upload_times_out(artifacts_copy: Path) -> None:
         return await client.post("/predict", content=stalled(), headers=headers)
 
     response = run(settings, scenario)
-    assert response.status_code == 503 and resumed == []
-    assert "REQUEST_TIMEOUT_SECONDS" in response.json()["error"]
+    assert response.status_code == 408 and resumed == []
+    assert response.json() == {
+        "error": "the request body did not arrive within REQUEST_TIMEOUT_SECONDS=0.3"
+    }
+
+
+STALLED_ROW = [7.7, 3.5, 1.4, 0.2]  # a row whose prediction stalls, once admitted
+
+
+def stall_predictions_of(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The served model's predictions of STALLED_ROW wait (on the event loop, where the
+    watchdog can cancel them) until the test ends; other rows are answered as usual."""
+    model = app.state.repository.models["iris"].current
+    real = model.probabilities
+
+    async def probabilities(x: np.ndarray) -> np.ndarray:
+        if x[0, 0] == np.float32(STALLED_ROW[0]):
+            await asyncio.sleep(HOLD)
+        return await real(x)
+
+    monkeypatch.setattr(model, "probabilities", probabilities)
 
 
 class Clock:
@@ -251,8 +271,8 @@ class Clock:
 def test_each_prediction_times_out_on_its_own_deadline(
     artifacts_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Stalled uploads started at different times each get their 503 once their own deadline
-    has passed, not when an earlier one's does; a prediction answered meanwhile is not
+    """Stalled predictions started at different times each get their 503 once their own
+    deadline has passed, not when an earlier one's does; a prediction answered meanwhile is not
     disturbed; one started once nothing is left to watch gets its 503 too."""
     timeout = 0.1  # of the loop's clock: how soon the watchdog first looks
     settings = Settings(
@@ -262,14 +282,12 @@ def test_each_prediction_times_out_on_its_own_deadline(
     monkeypatch.setattr(middleware, "time", clock)
     start = clock.now
 
-    async def stalled() -> AsyncIterator[bytes]:
-        yield b'{"instances": [[5.1, 3.5, '
-        await asyncio.sleep(HOLD)
-        yield b"1.4, 0.2]]}"
+    stalled = orjson.dumps({"instances": [STALLED_ROW]})
 
     async def scenario(app: FastAPI, client: httpx.AsyncClient) -> dict[str, Any]:
         headers = {"content-type": "application/json"}
         states: dict[str, Any] = {}
+        stall_predictions_of(app, monkeypatch)
 
         async def admitted(count: int, what: str) -> None:
             """Wait until the service counts ``count`` predictions in flight."""
@@ -279,7 +297,7 @@ def test_each_prediction_times_out_on_its_own_deadline(
                 await asyncio.sleep(0.01)
 
         def upload() -> asyncio.Task[httpx.Response]:
-            return asyncio.create_task(client.post("/predict", content=stalled(), headers=headers))
+            return asyncio.create_task(client.post("/predict", content=stalled, headers=headers))
 
         first = upload()  # deadline start + timeout
         await admitted(1, "the first upload in flight")

@@ -72,14 +72,19 @@ def _served(log: Path) -> dict[str, tuple[float, float, int]]:
     return served
 
 
-def _predictions_in_flight(server: ServerProcess) -> float:
-    """The server's own count of prediction requests it has started and not yet answered."""
+def _gauge(server: ServerProcess, name: str) -> float:
     text = httpx.get(server.url + "/metrics", timeout=10).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "http_predictions_in_flight":
+            if sample.name == name:
                 return sample.value
-    raise AssertionError("no http_predictions_in_flight in /metrics")
+    raise AssertionError(f"no {name} in /metrics")
+
+
+def _bodies_arriving(server: ServerProcess) -> float:
+    """The server's own count of prediction requests it has started whose body is still
+    arriving (read before they are admitted)."""
+    return _gauge(server, "http_request_bodies_arriving")
 
 
 def _refuses_connections(server: ServerProcess) -> bool:
@@ -174,8 +179,8 @@ def test_sigterm_during_load_loses_nothing(server: ServerProcess) -> None:
     try:
         for thread in uploads:
             thread.start()
-        # The server has started the four uploads (admitted, reading their bodies)...
-        wait_until(lambda: _predictions_in_flight(server) == 4, "the four uploads in flight", HOLD)
+        # The server has started the four uploads (reading their bodies)...
+        wait_until(lambda: _bodies_arriving(server) == 4, "the four uploads in flight", HOLD)
         for thread in load:
             thread.start()
         # ... and every client has been answered a few times: the load is under way.
@@ -277,9 +282,7 @@ def test_a_request_longer_than_the_timeout_does_not_hold_the_exit(
     uploader = threading.Thread(target=upload, daemon=True)
     uploader.start()
     try:
-        wait_until(
-            lambda: _predictions_in_flight(server) == 1, "the stalled upload in flight", HOLD
-        )
+        wait_until(lambda: _bodies_arriving(server) == 1, "the stalled upload in flight", HOLD)
         assert server.process is not None
         start = time.monotonic()
         os.kill(server.process.pid, signal.SIGTERM)

@@ -1,0 +1,104 @@
+"""Slow bodies hold no prediction slot (issue 18, item 4), against a real server process.
+
+The attack: many clients send a prediction's headers and then its body a byte at a time (or
+never). Each used to take one of the MAX_CONCURRENCY slots while its body arrived, so a few
+hundred of them made every valid prediction a 503. A body is now read before its request is
+admitted: the stalled clients hold their own connections until REQUEST_TIMEOUT_SECONDS, then get
+408, and valid predictions are answered meanwhile.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import ServerProcess, wait_until
+
+HOLD = 60.0
+STALLED = 6  # three times MAX_CONCURRENCY below
+ROW = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
+
+
+def gauge(server: ServerProcess, name: str, **labels: str) -> float:
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+@pytest.fixture
+def server(artifacts_copy: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(
+        artifacts_copy,
+        log_path=tmp_path / "server.log",
+        model_name="iris",
+        model_runtime="litert",
+        max_concurrency=2,
+        request_timeout_seconds=5,
+    )
+    with process:
+        process.wait_for("/readyz", timeout=HOLD)
+        yield process
+
+
+def stalled_client(server: ServerProcess, sent_body: bytes) -> socket.socket:
+    """A connection that sent a prediction's headers (announcing 100 bytes of body) and only
+    ``sent_body`` of it."""
+    connection = socket.create_connection(("127.0.0.1", server.port), timeout=HOLD)
+    connection.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n" + sent_body
+    )
+    return connection
+
+
+def answer_of(connection: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        if b"\r\n\r\n" in b"".join(chunks) and b"}" in chunks[-1]:
+            break
+    return b"".join(chunks)
+
+
+def test_stalled_bodies_take_no_slot_and_get_408(server: ServerProcess) -> None:
+    # Half of them sent part of the body, half only the headers.
+    stalled = [
+        stalled_client(server, b'{"instances": [[5.1, ' if i % 2 else b"") for i in range(STALLED)
+    ]
+    try:
+        wait_until(
+            lambda: gauge(server, "http_request_bodies_arriving") == STALLED // 2,
+            "the partial bodies arriving",
+            HOLD,
+        )
+        # Three times MAX_CONCURRENCY clients are stalled; predictions are still answered.
+        for _ in range(5):
+            response = httpx.post(server.url + "/predict", json=ROW, timeout=HOLD)
+            assert response.status_code == 200, response.text
+        assert gauge(server, "http_predictions_in_flight") == 0
+        # Each stalled client gets its 408 once REQUEST_TIMEOUT_SECONDS has passed.
+        for connection in stalled:
+            answer = answer_of(connection)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+            assert (
+                b'{"error":"the request body did not arrive within REQUEST_TIMEOUT_SECONDS=5"}'
+                in answer
+            )
+    finally:
+        for connection in stalled:
+            connection.close()
+    assert gauge(server, "http_overload_rejections_total", reason="slow body") == STALLED
+    assert gauge(server, "http_request_bodies_arriving") == 0
+    # and no prediction was refused for want of a slot
+    assert gauge(server, "http_overload_rejections_total", reason="concurrency") == 0
