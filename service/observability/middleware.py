@@ -209,7 +209,11 @@ class RequestMiddleware:
             # slots predictions need.
             self._watch(exchange, start + self.timeout_seconds)
             try:
-                replay = await self._read_body(receive)
+                message = await receive()
+                if message.get("more_body", False):
+                    replay = await self._read_rest(message, receive)
+                else:  # the whole body in one message: most requests
+                    replay = _Replay([message], receive)
             except asyncio.CancelledError:
                 if not exchange.expired:
                     raise
@@ -254,13 +258,10 @@ class RequestMiddleware:
                     context.request_id, method, route, scope["path"], status, seconds, version, name
                 )
 
-    async def _read_body(self, receive: Receive) -> _Replay:
-        """The request's body messages, read to the end, to be replayed to the app. Past
-        MAX_BODY_BYTES it stops reading: the endpoint's own read refuses the body (413)."""
-        message = await receive()
+    async def _read_rest(self, message: Message, receive: Receive) -> _Replay:
+        """The rest of a body sent in several messages, read to the end, to be replayed to the
+        app. Past MAX_BODY_BYTES it stops reading: the endpoint's own read refuses it (413)."""
         messages = [message]
-        if not message.get("more_body", False):  # the whole body in one message: most requests
-            return _Replay(messages, receive)
         size = len(message.get("body", b""))
         arriving = self.metrics.bodies_arriving
         arriving.inc()
