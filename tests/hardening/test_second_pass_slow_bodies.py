@@ -15,9 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import ServerProcess, wait_until
+from tests.support import ServerProcess, metric, wait_until
 
 HOLD = 60.0
 STALLED = 6  # three times MAX_CONCURRENCY below
@@ -25,12 +24,7 @@ ROW = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
 
 
 def gauge(server: ServerProcess, name: str, **labels: str) -> float:
-    text = httpx.get(server.url + "/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return 0.0
+    return metric(server.url, name, **labels)
 
 
 @pytest.fixture

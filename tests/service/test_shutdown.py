@@ -21,9 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import ServerProcess, wait_until
+from tests.support import ServerProcess, metric, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -72,19 +71,10 @@ def _served(log: Path) -> dict[str, tuple[float, float, int]]:
     return served
 
 
-def _gauge(server: ServerProcess, name: str) -> float:
-    text = httpx.get(server.url + "/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                return sample.value
-    raise AssertionError(f"no {name} in /metrics")
-
-
 def _bodies_arriving(server: ServerProcess) -> float:
     """The server's own count of prediction requests it has started whose body is still
     arriving (read before they are admitted)."""
-    return _gauge(server, "http_request_bodies_arriving")
+    return metric(server.url, "http_request_bodies_arriving")
 
 
 def _refuses_connections(server: ServerProcess) -> bool:
