@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from service.observability.logs import log_config
 from service.observability.metrics import MULTIPROC_DIR_ENV, prepare_multiprocess_dir
+from service.protocol import HTTP_PROTOCOL
 from service.settings import Settings
 
 
@@ -30,7 +31,9 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "port": settings.port,
         "workers": settings.workers,
         "loop": "uvloop",
-        "http": "httptools",
+        # httptools with limits on header size, header count, header time and open
+        # connections (service/protocol.py); by import path, so that each worker imports it.
+        "http": HTTP_PROTOCOL,
         "log_level": settings.log_level,
         "access_log": False,
         "log_config": log_config(settings.log_level),

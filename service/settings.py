@@ -112,6 +112,31 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", description="Log level of the service and uvicorn."
     )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest request line and header section of a request, in bytes; beyond it "
+        "the request is answered 431 and its connection closed, before any route or auth runs.",
+    )
+    max_headers: int = Field(
+        100,
+        ge=1,
+        description="Most header fields one request may carry (431 and the connection closed "
+        "beyond).",
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A request's line and headers must arrive within this many seconds of its "
+        "first byte (a new connection: of being accepted); else it is answered 408 (closed "
+        "without an answer if it sent nothing) and its connection closed.",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Open HTTP connections per worker process; a connection beyond it is "
+        "answered 503 and closed at once. Keep it below the open-files limit (ulimit -n).",
+    )
 
     @field_validator("model_name")
     @classmethod
