@@ -83,6 +83,9 @@ class Refusals:
 
     def count(self, kind: str, message: str) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + 1
+        from service.observability.metrics import get_metrics  # the worker's, made on first use
+
+        get_metrics().connections_refused.labels(kind).inc()
         self._unlogged[kind] = self._unlogged.get(kind, 0) + 1
         now = time.monotonic()
         if now - self._logged_at.get(kind, -WARN_EVERY_SECONDS) >= WARN_EVERY_SECONDS:

@@ -826,6 +826,9 @@ class Registry:
         then loads only versions published later. Without a version, polling resumes.
         """
         with self._load_lock:
+            unreadable = bundle.versions.scan_versions(self.directory).error
+            if unreadable is not None:  # not an unknown version: the service cannot look
+                raise ServiceError(f"model {self.name!r}: {unreadable}", 503)
             self._follow_replaced()  # never answer a reused number with the deleted files
             available = self.versions()
             current = self.current

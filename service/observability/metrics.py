@@ -82,6 +82,14 @@ class Metrics:
         self.predictions_in_flight = 0
         if not self.multiprocess:  # read at scrape time: nothing to do per request
             self.in_flight.set_function(lambda: self.predictions_in_flight)
+        self.connections_refused = Counter(
+            "http_connections_refused",
+            "Requests or connections refused before any route ran, by reason: header_bytes "
+            "(MAX_HEADER_BYTES, 431), headers (MAX_HEADERS, 431), header_timeout "
+            "(HEADER_TIMEOUT_SECONDS, 408 or closed), connections (MAX_CONNECTIONS, 503).",
+            ["reason"],
+            registry=registry,
+        )
         self.bodies_arriving = Gauge(
             "http_request_bodies_arriving",
             "Prediction requests whose body is still arriving (read before they take one of "

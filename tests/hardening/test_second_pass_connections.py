@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import ServerProcess, wait_until
+from tests.support import ServerProcess, metric, wait_until
 
 PATIENCE = 60.0  # how long a client waits for what the server must do: no upper bound is tested
 ROW = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
@@ -103,12 +103,15 @@ def get(path: str = "/healthz", extra: bytes = b"") -> bytes:
 def test_a_one_mebibyte_header_is_refused_431_and_healthz_keeps_answering(
     server: ServerProcess,
 ) -> None:
+    before = metric(server.url, "http_connections_refused_total", reason="header_bytes")
     with connect(server) as attack:
         attack.sendall(get(extra=b"X-Big: " + b"a" * (1024 * 1024) + b"\r\n"))
         status, error, _ = refusal(read_until_closed(attack))
     assert status == 431
     assert "MAX_HEADER_BYTES" in error and str(MAX_HEADER_BYTES) in error
     assert httpx.get(server.url + "/healthz", timeout=PATIENCE).status_code == 200
+    after = metric(server.url, "http_connections_refused_total", reason="header_bytes")
+    assert after - before == 1  # counted
 
 
 def test_a_long_url_counts_toward_the_header_bytes(server: ServerProcess) -> None:
