@@ -84,7 +84,7 @@ class DataPlane:
         """The model ``name`` (None: the default model), or 404 listing the models served."""
         repository = self.repository
         if name is None:
-            return repository.default_registry or repository.default()
+            return repository.default()
         return repository.models.get(name) or repository.get(name)
 
     def check_name(self, name: str) -> str:

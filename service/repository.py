@@ -28,7 +28,7 @@ class Repository:
         self.settings = settings
         self.listed = settings.served_names  # None: every model directory
         self.models: dict[str, Registry] = {}
-        # What default() returns while it returns one (kept with ``models``): the hot path's.
+        # The model default() names, kept with ``models`` (None when it names none).
         self.default_registry: Registry | None = None
         self._events = events or (lambda name: None)
         self._lock = threading.Lock()  # adding models
@@ -46,14 +46,15 @@ class Repository:
         return registry
 
     def default(self) -> Registry:
-        """The model unnamed requests (``/predict``) are for: DEFAULT_MODEL, or the only one."""
+        """The model unnamed requests (``/predict``) are for: DEFAULT_MODEL, or the only one;
+        otherwise the error that says why there is none."""
+        registry = self.default_registry
+        if registry is not None:
+            return registry
         name = self.settings.default_model
         if name is not None:
-            return self.get(name)
-        models = self.models
-        if len(models) == 1:
-            return next(iter(models.values()))
-        if not models:
+            return self.get(name)  # not served: 404 listing the models
+        if not self.models:
             raise ModelNotReady(self.not_ready_reason())
         raise NotFound(
             f"this server serves several models, {self._listing()}, and DEFAULT_MODEL is not "
@@ -61,10 +62,7 @@ class Repository:
         )
 
     def default_or_none(self) -> Registry | None:
-        try:
-            return self.default()
-        except (NotFound, ModelNotReady):
-            return None
+        return self.default_registry
 
     def ready(self) -> list[Registry]:
         """The served models, each with a served version; :class:`ModelNotReady` with the first
