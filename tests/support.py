@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -106,13 +107,39 @@ class ServerProcess:
         self.stop()
 
 
-def metric(url: str, name: str, **labels: str) -> float:
-    """One sample of a running server's ``/metrics`` (0 when it has no such sample yet)."""
+# -- /metrics ------------------------------------------------------------------------------------
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(text: str) -> Samples:
+    """Prometheus exposition text to {(name, labels): value}."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = httpx.get(url + "/metrics", timeout=10).text
+    samples: Samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return 0.0
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def scrape(client: Any) -> Samples:
+    """The samples of ``GET /metrics`` through a TestClient or an httpx client."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return parse(response.text)
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sample with exactly these labels (0 when there is none yet)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """One sample of a running server's ``/metrics`` (0 when it has no such sample yet)."""
+    with httpx.Client(base_url=url, timeout=10) as client:
+        return value(scrape(client), name, **labels)

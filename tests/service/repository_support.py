@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 import bundle
 from service.app import create_app
@@ -25,7 +24,6 @@ VIRGINICA = [6.7, 3.0, 5.2, 2.3]
 ROW = {"instances": [SETOSA]}
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 Client = TestClient | httpx.Client
 
 
@@ -105,22 +103,3 @@ def snapshot(path: Path) -> tuple[bytes, int, int] | None:
 
 def staging_leftovers(model_dir: Path) -> list[str]:
     return sorted(p.name for p in model_dir.iterdir() if p.name.startswith(bundle.TEMP_PREFIX))
-
-
-# -- metrics -------------------------------------------------------------------------------------
-def scrape(client: Client) -> Samples:
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    samples: Samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
-    return value(after, name, **labels) - value(before, name, **labels)

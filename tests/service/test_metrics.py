@@ -12,14 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
 from service.observability.metrics import get_metrics
 from service.settings import Settings
-from tests.support import ServerProcess
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+from tests.support import Samples, ServerProcess, delta, parse, scrape, value
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 VIRGINICA = [6.7, 3.0, 5.2, 2.3]
@@ -27,29 +24,6 @@ VERSICOLOR = [5.9, 3.0, 4.2, 1.5]
 # Outside the Iris training range: sepal_length far above, petal_width below.
 OUTLIER = [50.0, 3.0, 1.4, -5.0]
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-
-
-def parse(text: str) -> Samples:
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
-
-
-def scrape(client: TestClient | httpx.Client) -> Samples:
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    return parse(response.text)
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
-    return value(after, name, **labels) - value(before, name, **labels)
 
 
 def http(route: str, method: str, status: int) -> dict[str, str]:

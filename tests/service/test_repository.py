@@ -35,11 +35,9 @@ from tests.service.repository_support import (
     VERSICOLOR,
     VIRGINICA,
     answered,
-    delta,
     make_client,
     publish_copies,
     read_serving,
-    scrape,
     serving_document,
     serving_json,
     snapshot,
@@ -48,7 +46,7 @@ from tests.service.repository_support import (
     v2_answered,
     v2_body,
 )
-from tests.support import wait_until
+from tests.support import delta, scrape, wait_until
 
 HOLD = 60.0  # the longest a wait below may take before the test fails
 
