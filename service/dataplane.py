@@ -92,17 +92,10 @@ class DataPlane:
         self.repository.get(name)
         return name
 
-    def model(
-        self, name: str | None = None, version: str | None = None, label: str | None = None
-    ) -> LoadedModel:
-        """The served version of ``name`` (None: the default model), or the loaded ``version``,
-        or the version ``label`` names."""
+    def model(self, name: str | None = None, version: str | None = None) -> LoadedModel:
+        """The served version of ``name`` (None: the default model), or the loaded ``version``."""
         registry = self.registry(name)
-        if label is not None:
-            return registry.labelled(label)
-        if version is None:
-            return registry.require()
-        return registry.get(_version_number(registry, version))
+        return _named(registry, version, None) or registry.require()
 
     def ready(self) -> list[Registry]:
         """Every served model, or :class:`ModelNotReady` (503) with the reason."""
@@ -126,10 +119,9 @@ class DataPlane:
         unversioned requests are split between stable and canary, and shadowed)."""
         registry = self.registry(name)
         try:
-            if label is not None:
-                return registry.labelled(label), None
-            if version is not None:
-                return registry.get(_version_number(registry, version)), None
+            named = _named(registry, version, label)
+            if named is not None:
+                return named, None
             model = registry.route()
         except ServiceError:
             note_model(registry.name)  # for the access line: the model asked for
@@ -196,6 +188,15 @@ class DataPlane:
         if self.sink is not None:
             self.sink.observe_predictions(model, x, probabilities)
         return probabilities
+
+
+def _named(registry: Registry, version: str | None, label: str | None) -> LoadedModel | None:
+    """The version a label or a number in the path names; None for an unversioned request."""
+    if label is not None:
+        return registry.labelled(label)
+    if version is not None:
+        return registry.get(_version_number(registry, version))
+    return None
 
 
 def _version_number(registry: Registry, version: str) -> int:
