@@ -24,6 +24,7 @@ from service.http import JSONBytes
 from service.observability.metrics import ModelMetrics, get_metrics
 from service.observability.middleware import RequestMiddleware
 from service.openapi import customize
+from service.process import prepare_worker
 from service.repository import Repository
 from service.settings import Settings
 from service.shadow import ShadowScorer
@@ -78,6 +79,7 @@ def _allowed_methods(request: Request) -> list[str]:
 def _lifespan(settings: Settings, observed: bool, admission: Admission):
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        prepare_worker()
         events: dict[str, ModelMetrics] = {}
 
         def events_of(name: str) -> ModelMetrics | None:

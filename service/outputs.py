@@ -7,6 +7,7 @@ microsecond, more than the work on one row), many rows with numpy and C-level st
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from itertools import chain, repeat
 from typing import Any
@@ -53,21 +54,49 @@ def range_warnings(model: LoadedModel, x: np.ndarray) -> list[list[str]]:
     ]
 
 
-def _objects(items: list[str]) -> np.ndarray:
-    """A 1-D object array of strings (numpy keeps Python strings as they are)."""
-    array = np.empty(len(items), dtype=object)
-    array[:] = items
-    return array
+@functools.lru_cache(maxsize=256)
+def _message_parts(
+    names: tuple[str, ...], lows: tuple[float, ...], highs: tuple[float, ...], json: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The UTF-8 text of ``_warning`` before each feature's value (``name=``), and after it on
+    each side (``above`` for features 0..n-1, then ``below``). Made once per model: the cache is
+    keyed by its names and bounds.
+
+    If ``json``, each piece is JSON (orjson escapes character by character: a message's JSON is
+    its parts' JSON) with what goes around a message in a row's JSON array: the text before
+    comes twice, opening the row (``["name=``) and then after a comma (``,"name=``); the text
+    after comes twice too, closing the row with a line break (``…"]\n``) and then not."""
+    leads = [f"{name}=" for name in names]
+    tails = [
+        f" is {side} the training range [{low:.6g}, {high:.6g}]"
+        for side in ("above", "below")
+        for low, high in zip(lows, highs, strict=True)
+    ]
+    if not json:
+        return _bytes([t.encode() for t in leads]), _bytes([t.encode() for t in tails])
+    leads_json = [orjson.dumps(t)[:-1] for t in leads]  # '"name=' with its opening quote
+    tails_json = [orjson.dumps(t)[1:] for t in tails]  # '… 7.9]"' with its closing quote
+    return (
+        _bytes([b"[" + t for t in leads_json] + [b"," + t for t in leads_json]),
+        _bytes([t + b"]\n" for t in tails_json] + tails_json),
+    )
 
 
-def _outside_cells(model: LoadedModel, x: np.ndarray, json: bool = False) -> np.ndarray | None:
-    """The cells outside the training range, row by row and in feature order within a row: one
-    row per cell of [row, text before the value, the value, text after it] (None if every cell
-    is in range); each text as JSON if ``json`` (orjson escapes character by character: a
-    message's JSON is its parts' JSON).
+def _bytes(items: list[bytes]) -> np.ndarray:
+    """A fixed-width bytes array (none of these texts ends in a NUL byte, which numpy drops)."""
+    return np.array(items, dtype=np.bytes_)
 
-    Computed by column, not by cell: each distinct value is formatted once, and the text around
-    it (the same for every value of a feature on one side) once per feature and side."""
+
+def _outside_cells(
+    model: LoadedModel, x: np.ndarray, json: bool = False
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cells outside the training range, row by row and in feature order within a row: the
+    row of each, and its message as UTF-8; None if every cell is in range. If ``json``, each
+    message is a piece of its row's JSON array (``_message_parts``): the pieces of all rows, end
+    to end, are the rows' arrays, each ended by a line break.
+
+    Computed by column, not by cell: each distinct value is formatted once, the text around it
+    once per model, and the messages are joined by numpy's string ufuncs (no Python per cell)."""
     below = x < model.feature_min
     rows, cols = np.nonzero(below | (x > model.feature_max))
     if not len(rows):
@@ -75,24 +104,17 @@ def _outside_cells(model: LoadedModel, x: np.ndarray, json: bool = False) -> np.
     # Distinct values by their bits (0.0 and -0.0 print differently), formatted from Python
     # floats as _warning's f-string formats them.
     bits, inverse = np.unique(x[rows, cols].view(np.uint32), return_inverse=True)
-    shown = _objects([f"{v:.6g}" for v in bits.view(np.float32).tolist()])
-    names = model.feature_names
+    shown = _bytes([f"{v:.6g}".encode() for v in bits.view(np.float32).tolist()])
     lows, highs = model.feature_bounds
-    leads = [f"{name}=" for name in names]
-    tails = [
-        f" is {side} the training range [{low:.6g}, {high:.6g}]"
-        for side in ("above", "below")
-        for low, high in zip(lows, highs, strict=True)
-    ]
+    leads, tails = _message_parts(tuple(model.feature_names), tuple(lows), tuple(highs), json)
+    n = len(lows)
+    lead, tail = cols, cols + n * below[rows, cols]
     if json:
-        leads = [orjson.dumps(text).decode()[:-1] for text in leads]
-        tails = [orjson.dumps(text).decode()[1:] for text in tails]
-    cells = np.empty((len(rows), 4), dtype=object)
-    cells[:, 0] = rows.tolist()
-    cells[:, 1] = _objects(leads)[cols]
-    cells[:, 2] = shown[inverse.reshape(-1)]
-    cells[:, 3] = _objects(tails)[cols + len(names) * below[rows, cols]]
-    return cells
+        first, last = _row_bounds(rows)
+        lead = lead + n * ~first
+        tail = tail + 2 * n * ~last
+    messages = np.strings.add(np.strings.add(leads[lead], shown[inverse.reshape(-1)]), tails[tail])
+    return rows, messages
 
 
 def _objects(items: list[Any]) -> np.ndarray:
@@ -113,8 +135,8 @@ def _outside_rows(model: LoadedModel, x: np.ndarray) -> dict[int, list[str]]:
     cells = _outside_cells(model, x)
     if cells is None:
         return {}
-    rows = np.asarray(cells[:, 0], dtype=np.intp)
-    texts = [a + b + c for a, b, c in cells[:, 1:].tolist()]
+    rows, messages = cells
+    texts = [m.decode() for m in messages.tolist()]
     first, _ = _row_bounds(rows)
     starts = np.flatnonzero(first).tolist()
     ends = [*starts[1:], len(texts)]
@@ -126,19 +148,17 @@ def _outside_rows(model: LoadedModel, x: np.ndarray) -> dict[int, list[str]]:
 
 def _outside_json(model: LoadedModel, x: np.ndarray) -> tuple[list[int], list[str]]:
     """The rows with features outside the training range and, for each, its warnings as the JSON
-    array orjson writes for ``_outside_rows(model, x)[row]``, joined from the parts by C-level
-    iteration (no Python code per cell)."""
+    array orjson writes for ``_outside_rows(model, x)[row]`` (joined by numpy, not per cell)."""
     cells = _outside_cells(model, x, json=True)
     if cells is None:
         return [], []
-    rows = np.asarray(cells[:, 0], dtype=np.intp)
-    first, last = _row_bounds(rows)
-    cells[:, 0] = np.where(first, _objects(["["]), _objects([""]))  # the leads open with '"'
-    # A raw line break never appears in JSON text (orjson writes \n): it ends each row.
-    ends = np.where(last, _objects(["]\n"]), _objects([","]))
-    parts = np.concatenate([cells, ends[:, None]], axis=1)
-    texts = "".join(parts.ravel().tolist()).split("\n")
-    return rows[last].tolist(), texts[:-1]
+    rows, pieces = cells
+    # Fixed-width strings are padded with NUL bytes, which JSON text never holds (orjson writes
+    # \u0000): the array's bytes without them are the rows' arrays, each ended by a line break
+    # (a raw one is never in JSON text either: orjson writes \n).
+    joined = pieces.tobytes().replace(b"\0", b"").decode()
+    last = np.r_[rows[1:] != rows[:-1], True]
+    return rows[last].tolist(), joined.split("\n")[:-1]
 
 
 def with_notes(warnings: list[list[str]], notes: Notes | None) -> list[list[str]]:
@@ -200,14 +220,12 @@ def answer_json(
     for j in range(probabilities.shape[1]):
         columns.append(orjson.dumps(probabilities[:, j].tolist()).decode()[1:-1].split(","))
     warnings = ["[]"] * len(x)
-    if notes:  # a typed model's reading warnings first (few rows): row by row
-        outside = _outside_rows(model, x)
-        for i in set(outside) | set(notes):
-            messages = [m for _, m in notes.get(i, ())] + outside.get(i, [])
-            warnings[i] = orjson.dumps(messages).decode()
-    else:
-        for i, text in zip(*_outside_json(model, x), strict=True):
-            warnings[i] = text
+    for i, text in zip(*_outside_json(model, x), strict=True):
+        warnings[i] = text
+    for i, found in (notes or {}).items():  # a typed model's reading warnings first
+        if found:
+            read = orjson.dumps([message for _, message in found]).decode()
+            warnings[i] = read if warnings[i] == "[]" else f"{read[:-1]},{warnings[i][1:]}"
     columns.append(warnings)
     keys = [orjson.dumps(key).decode() for key in model.class_keys]
     # Each row: ,{"label":L,"probabilities":{"a":1.0,"b":0.0},"warnings":[]} from the text
@@ -243,6 +261,25 @@ def csv_cell(value: Any) -> str:
     return buffer.getvalue()[: -len(",x\n")]
 
 
+def _outside_names_csv(model: LoadedModel, x: np.ndarray) -> list[str]:
+    """Each row's ``warnings`` cell: the names of its features outside the training range,
+    ``;``-joined and quoted as csv.writer quotes them; made once per distinct set of features."""
+    outside = (x < model.feature_min) | (x > model.feature_max)
+    flagged = np.flatnonzero(outside.any(axis=1))
+    cells = np.full(len(x), "", dtype=object)
+    if len(flagged):
+        sets, inverse = np.unique(
+            np.packbits(outside[flagged], axis=1), axis=0, return_inverse=True
+        )
+        names = model.feature_names
+        found = np.unpackbits(sets, axis=1, count=len(names)).astype(bool)
+        texts = [
+            csv_cell(";".join(n for n, o in zip(names, row, strict=True) if o)) for row in found
+        ]
+        cells[flagged] = _objects(texts)[inverse.reshape(-1)]
+    return cells.tolist()
+
+
 def predictions_csv(
     model: LoadedModel, x: np.ndarray, probabilities: np.ndarray, notes: Notes | None = None
 ) -> str:
@@ -259,13 +296,18 @@ def predictions_csv(
         raise ValueError("probabilities must be finite to be written as CSV")
     cells = [csv_cell(label) for label in model.labels]
     labels = [cells[i] for i in model.label_indices(probabilities)]
-    warnings = [""] * len(x)
-    outside = (x < model.feature_min) | (x > model.feature_max)
-    names = model.feature_names
-    flagged = set(np.flatnonzero(outside.any(axis=1)).tolist()) | set(notes or ())
-    for i in sorted(flagged):
-        found = [name for name, _ in (notes or {}).get(i, ())]
-        found += [names[j] for j in np.flatnonzero(outside[i]).tolist()]
-        warnings[i] = csv_cell(";".join(dict.fromkeys(found)))
+    warnings = _outside_names_csv(model, x)
+    if notes:  # a typed model's reading warnings first (few rows): row by row
+        lows, highs = model.feature_bounds
+        for i, found in notes.items():
+            names = [name for name, _ in found]
+            names += [
+                name
+                for name, value, low, high in zip(
+                    model.feature_names, x[i].tolist(), lows, highs, strict=True
+                )
+                if value < low or value > high
+            ]
+            warnings[i] = csv_cell(";".join(dict.fromkeys(names)))
     lines = map(",".join, zip(labels, numbers, warnings, strict=True))
     return buffer.getvalue() + "\n".join(lines) + "\n"

@@ -123,3 +123,27 @@ def test_float_text_is_the_json_spelling_across_magnitudes() -> None:
 
 def test_float_text_refuses_non_finite_values() -> None:
     assert outputs.float_rows_text(np.array([[np.nan, 1.0]], dtype=np.float32)) is None
+
+
+def test_reading_warnings_come_first_in_every_answer() -> None:
+    """A typed model's reading warnings (blank, unseen category) lead each noted row's warnings,
+    before its range warnings, in the column-wise JSON and CSV builders as in the plain ones."""
+    model = fake_model(["x", "y"])
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(300, 3)) * [1, 3, 4] + [1, 0, 5]).astype(np.float32)
+    x[7] = model.feature_min  # noted, nothing outside
+    p = probabilities(rng, 300, 2, 4.0)
+    outside = ((x < model.feature_min) | (x > model.feature_max)).any(axis=1)
+    noted = [7, *np.flatnonzero(outside)[:5].tolist()]
+    notes = {i: [("b", "b is blank"), ("c", 'c has an unseen "value"')] for i in noted}
+    plain = outputs.predictions(model, x, p, None, {i: list(v) for i, v in notes.items()})
+    assert plain[7]["warnings"] == ["b is blank", 'c has an unseen "value"']
+    assert len(plain[noted[1]]["warnings"]) > 2
+    answer = outputs.answer_json(model, x, p, None, notes)
+    assert answer == orjson.dumps({"model": "m", "version": 1, "predictions": plain})
+    rows = list(csv.reader(io.StringIO(outputs.predictions_csv(model, x, p, notes))))[1:]
+    low, high = x < model.feature_min, x > model.feature_max
+    for i, row in enumerate(rows):
+        names = [name for name, _ in notes.get(i, [])]
+        names += [n for j, n in enumerate(model.feature_names) if low[i, j] or high[i, j]]
+        assert row[-1] == ";".join(dict.fromkeys(names))
