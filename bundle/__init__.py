@@ -23,9 +23,11 @@ from bundle.layout import (
 )
 from bundle.manifest import sha256_file, verify_manifest, write_manifest
 from bundle.metadata import (
+    BACKGROUND_ROWS,
     CORE_LAYER,
     FORMAT_VERSION,
     READABLE_FORMATS,
+    BackgroundSample,
     FeatureStats,
     Metadata,
     Reference,
@@ -43,6 +45,7 @@ from bundle.versions import (
 )
 
 __all__ = [
+    "BACKGROUND_ROWS",
     "CONFUSION_MATRIX_PNG",
     "CORE_LAYER",
     "FORMAT_VERSION",
@@ -58,6 +61,7 @@ __all__ = [
     "REQUIRED_FILES",
     "SERVING",
     "TEMP_PREFIX",
+    "BackgroundSample",
     "BundleError",
     "FeatureStats",
     "Metadata",

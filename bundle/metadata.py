@@ -95,6 +95,29 @@ class Reference(BaseModel):
         return self
 
 
+# Background rows training stores for explanations: tens of rows, as the Shapley explainers of
+# shap's documentation advise; a file with more is refused (an explanation costs a model call
+# per coalition and background row).
+BACKGROUND_ROWS = 32
+MAX_BACKGROUND_ROWS = 1000
+
+
+class BackgroundSample(BaseModel):
+    """Training rows, in raw values, that explanations complete a coalition's absent features
+    from (the service summarises them to what its budget allows)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[list[bool | float | str | None]] = Field(
+        min_length=1,
+        max_length=MAX_BACKGROUND_ROWS,
+        description="raw values in feature order, null for a blank",
+    )
+    source: str = Field(
+        "stratified sample of the training split", description="how the rows were chosen"
+    )
+
+
 class Metadata(BaseModel):
     """The schema of ``metadata.json``."""
 
@@ -118,6 +141,9 @@ class Metadata(BaseModel):
         "it describes, so a model file swapped under a rewritten manifest is still refused",
     )
     reference: Reference | None = None
+    background: BackgroundSample | None = Field(
+        None, description="rows explanations are computed against; none in older bundles"
+    )
     threshold: float | None = Field(
         None,
         gt=0,
@@ -143,6 +169,8 @@ class Metadata(BaseModel):
         names = [f.name for f in self.features]
         if len(set(names)) != len(names):
             raise ValueError("feature names repeat")
+        if self.background and any(len(r) != len(names) for r in self.background.inputs):
+            raise ValueError(f"background rows must have {len(names)} values, one per feature")
         if len({(type(c), c) for c in self.classes}) != len(self.classes):
             raise ValueError("classes repeat")
         expected_units = (

@@ -18,6 +18,7 @@ from anyio.to_thread import run_sync as to_thread
 from service.errors import InvalidInput, NotFound, ServiceError
 from service.model import LoadedModel
 from service.observability.logs import note_model
+from service.protocols.explain import ExplainCodec
 from service.registry import Registry
 from service.repository import Repository
 from service.settings import Settings
@@ -38,7 +39,9 @@ AnswerT = TypeVar("AnswerT", covariant=True)
 class Codec(Protocol, Generic[RequestT, DecodedT, AnswerT]):
     """A protocol's request and answer formats, with no transport code."""
 
-    protocol: ClassVar[str]  # the metrics label: predict, v2, tfserving, grpc
+    protocol: ClassVar[str]  # the metrics label: predict, v2, tfserving, grpc, explain
+    # A codec may also set ``explains = True``: its encoding is heavy (explanations), so it
+    # always runs on a worker thread, and a shadow version never scores its rows.
     # The status a request that does not fit the model gets: 422 on /predict; the standard
     # protocols (V2, TF Serving) answer 400, as their reference servers do.
     invalid_status: ClassVar[int]
@@ -78,6 +81,7 @@ class DataPlane:
         self.shadow = shadow  # scores a shadow version's rows after the answer; None: no shadows
         self.max_rows = settings.max_batch_rows
         self.max_body_bytes = settings.max_body_bytes
+        self.explain = ExplainCodec(settings.max_explain_rows, settings.explain_evaluations)
 
     # -- lookup -----------------------------------------------------------------------------
     def registry(self, name: str | None = None) -> Registry:
@@ -151,7 +155,8 @@ class DataPlane:
             model, shadow = self._route(name, version, label)
             model_name, model_version = model.name, model.version
             note_model(model_name, model_version)
-            big = size >= OFFLOAD_BYTES
+            explains = getattr(codec, "explains", False)
+            big = size >= OFFLOAD_BYTES or explains
             try:
                 if big:
                     decoded = await to_thread(codec.decode, request, model, self.max_rows)
@@ -167,7 +172,7 @@ class DataPlane:
             else:
                 answer = codec.encode(request, model, decoded, probabilities)
             status = 200
-            if shadow is not None:
+            if shadow is not None and not explains:
                 self.shadow.submit(model, shadow, decoded.x, probabilities)  # type: ignore[union-attr]
             return answer
         except ServiceError as exc:

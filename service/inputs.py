@@ -228,18 +228,28 @@ def _check_top_k(value: Any, n_classes: int) -> int | None:
 
 def parse_json_body(body: bytes, schema: Schema) -> Parsed:
     """``{"instances": [...], "top_k": k}`` with rows or records."""
+    x, notes, document = read_json_body(body, schema, ("top_k",))
+    return Parsed(x, _check_top_k(document.get("top_k"), schema.n_classes), notes)
+
+
+def read_json_body(
+    body: bytes, schema: Schema, optional: tuple[str, ...]
+) -> tuple[np.ndarray, Notes | None, dict[str, Any]]:
+    """``{"instances": [...]}`` with rows or records, and the ``optional`` fields only: the
+    matrix, the warnings by row, and the document (for its optional fields)."""
     document = load_json(body, nan_is_blank=schema.typed is not None)
     if not isinstance(document, dict):
         raise InvalidInput('body must be a JSON object with "instances"')
-    unknown = sorted(set(document) - {"instances", "top_k"})
+    unknown = sorted(set(document) - {"instances", *optional})
     if unknown:
+        named = " and ".join(f"'{name}'" for name in optional)
         raise InvalidInput(
-            f"unknown field {unknown[0][:64]!r}; expected 'instances' and optional 'top_k'"
+            f"unknown field {unknown[0][:64]!r}; expected 'instances' and optional {named}"
         )
     if "instances" not in document:
         raise InvalidInput("missing field 'instances'")
     x, notes = read_instances(document["instances"], schema, "instances")
-    return Parsed(x, _check_top_k(document.get("top_k"), schema.n_classes), notes)
+    return x, notes, document
 
 
 def read_instances(instances: Any, schema: Schema, where: str) -> tuple[np.ndarray, Notes | None]:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -76,6 +77,9 @@ class LoadedModel:
     # send one tensor per feature read through it even for an all-numeric model.
     codec: TypedSchema | None = None
     threshold: float | None = None  # binary: P(classes[1]) at or above which it is the label
+    # Built on the first explanation (service.protocols.explain): the background and its
+    # predictions, kept with the version.
+    explainer: Any = None
 
     @cached_property
     def ignored_columns(self) -> frozenset[str]:

@@ -31,6 +31,7 @@ def customize(schema: dict[str, Any], model: Any, settings: Settings) -> None:
     max_rows = settings.max_batch_rows
     components["PredictRequest"] = predict_request(model, max_rows)
     components["PredictCSV"] = predict_csv(model, max_rows)
+    components["ExplainRequest"] = explain_request(model, settings.max_explain_rows)
     components["TFPredictRequest"] = tf_predict_request(model)
     components["TFClassifyRequest"] = tf_classify_request(model)
     components["V2InferRequest"] = v2_infer_request(model)
@@ -85,6 +86,12 @@ def use_model_examples(schema: dict[str, Any], model: Any) -> None:
         ]
         body["text/csv"]["example"] = ",".join(names) + "\n" + ",".join(cells) + "\n"
     for path, operations in paths.items():
+        if path.endswith("explain") and "post" in operations:
+            content = _own_request_content(operations["post"])
+            if "application/json" in content:
+                content["application/json"]["example"] = {"instances": [record]}
+            if "text/csv" in content and "text/csv" in body:
+                content["text/csv"]["example"] = body["text/csv"]["example"]
         if path.endswith(":predict") and "post" in operations:
             content = _own_request_content(operations["post"])
             if "application/json" in content:
@@ -238,6 +245,14 @@ def _rows_or_records(model: Any) -> dict[str, Any]:
 
 
 # -- POST /predict ----------------------------------------------------------------------------
+def _instances(model: Any, max_rows: int, limit: str) -> dict[str, Any]:
+    return {
+        **_rows_or_records(model),
+        "description": "rows in feature order, or records by feature name (not mixed); "
+        f"at most {max_rows} ({limit}, 413 beyond)",
+    }
+
+
 def predict_request(model: Any, max_rows: int) -> dict[str, Any]:
     top_k: dict[str, Any] = {"type": "integer", "minimum": 1}
     if model is not None:
@@ -248,14 +263,28 @@ def predict_request(model: Any, max_rows: int) -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {
             # MAX_BATCH_ROWS is a server limit answered with 413, not a schema violation (422).
-            "instances": {
-                **_rows_or_records(model),
-                "description": "rows in feature order, or records by feature name (not mixed); "
-                f"at most {max_rows} (MAX_BATCH_ROWS, 413 beyond)",
-            },
+            "instances": _instances(model, max_rows, "MAX_BATCH_ROWS"),
             "top_k": {
                 "anyOf": [top_k, {"type": "null"}],
                 "description": "also list the k most probable classes; null or absent: none",
+            },
+        },
+    }
+
+
+def explain_request(model: Any, max_rows: int) -> dict[str, Any]:
+    """``/explain``'s body: ``/predict``'s rows or records, and ``classes``."""
+    return {
+        "type": "object",
+        "required": ["instances"],
+        "additionalProperties": False,
+        "properties": {
+            "instances": _instances(model, max_rows, "MAX_EXPLAIN_ROWS"),
+            "classes": {
+                "type": "string",
+                "enum": ["predicted", "all"],
+                "description": "predicted (the default): the predicted label's attributions; "
+                "all: every class's as well",
             },
         },
     }

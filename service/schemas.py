@@ -45,6 +45,34 @@ class PredictResponse(BaseModel):
     }
 
 
+class ClassExplanation(BaseModel):
+    probability: float = Field(description="the class's probability for the row")
+    base_value: float = Field(description="the class's mean probability over the background")
+    attributions: dict[str, float] = Field(
+        description="Shapley value of each feature: they add up to probability - base_value"
+    )
+    error_bound: float | None = Field(
+        None, description="sampled only: 95% bound on each attribution's error"
+    )
+
+
+class Explanation(ClassExplanation):
+    label: Label = Field(description="the predicted label, whose probability is explained")
+    classes: dict[str, ClassExplanation] | None = Field(
+        None, description='every class, when "classes": "all" was asked'
+    )
+    warnings: list[str]
+
+
+class ExplainResponse(BaseModel):
+    model: str
+    version: int
+    method: str = Field(description="exact (every coalition) or sampled (permutations)")
+    background: str = Field(description="training sample, or training means for older bundles")
+    background_rows: int = Field(description="background rows the coalitions were completed from")
+    explanations: list[Explanation]
+
+
 class ErrorResponse(BaseModel):
     error: str = Field(description="what is wrong, naming the field, feature or limit at fault")
 
@@ -113,6 +141,20 @@ PREDICT_BODY: dict[str, Any] = {
                     },
                 },
             },
+        },
+        "text/csv": {
+            "schema": {"$ref": "#/components/schemas/PredictCSV"},
+            "example": "sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4,0.2\n",
+        },
+    },
+}
+
+EXPLAIN_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/ExplainRequest"},
+            "example": {"instances": [IRIS_ROW], "classes": "all"},
         },
         "text/csv": {
             "schema": {"$ref": "#/components/schemas/PredictCSV"},

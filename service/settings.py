@@ -76,6 +76,16 @@ class Settings(BaseSettings):
     max_batch_rows: int = Field(
         10_000, ge=1, description="Most rows one request may carry (413 beyond)."
     )
+    max_explain_rows: int = Field(
+        100, ge=1, description="Most rows one /explain request may carry (413 beyond)."
+    )
+    explain_evaluations: int = Field(
+        8192,
+        ge=64,
+        le=1 << 22,
+        description="Model rows evaluated per explained row: Shapley values are exact when "
+        "every coalition fits (2**features; the background summarised to fit), sampled beyond.",
+    )
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body in bytes (413 beyond)."
     )

@@ -122,6 +122,26 @@ def reference_rows(
     return rows, raw
 
 
+def background_rows(
+    dataset: data.Dataset, train: np.ndarray, y: np.ndarray, seed: int
+) -> list[list]:
+    """Up to ``bundle.BACKGROUND_ROWS`` rows of the training split as raw values, stratified by
+    class (each class in proportion to its rows, at least one), for explanations."""
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y[train], return_counts=True)
+    total = min(bundle.BACKGROUND_ROWS, len(train))
+    shares = np.maximum(1, np.floor(counts / counts.sum() * total)).astype(int)
+    for k in np.argsort(-(counts / counts.sum() * total - shares), kind="stable"):
+        if shares.sum() >= total:
+            break
+        shares[k] += 1
+    chosen = [
+        rng.permutation(train[y[train] == c])[: min(n, count)]
+        for c, n, count in zip(classes, shares, counts, strict=True)
+    ]
+    return features.raw_rows(dataset, np.sort(np.concatenate(chosen)))
+
+
 def run(options: Options) -> Path:
     """Train, evaluate and publish one model; return the published version directory."""
     name = options.name or (Path(options.data).stem if options.data else "iris")
@@ -236,6 +256,9 @@ def run(options: Options) -> Path:
             output_units=head.units,
             metrics=summary,
             litert_max_abs_diff=max_diff,
+            background=bundle.BackgroundSample(
+                inputs=background_rows(dataset, parts.train, y, options.seed)
+            ),
             reference=bundle.Reference(
                 inputs=rows,
                 probabilities=reference_probabilities.tolist(),

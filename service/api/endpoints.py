@@ -26,6 +26,7 @@ from service.http import (
 from service.observability.metrics import get_metrics
 from service.protocols import tfserving, v2
 from service.protocols.common import Answer
+from service.protocols.explain import ExplainRequest
 from service.protocols.predict import PREDICT, PredictRequest
 from service.registry import Registry
 
@@ -64,6 +65,32 @@ async def predict(request: Request) -> Response:
             PREDICT, call, name, params.get("version"), len(body), params.get("label")
         )
     )
+
+
+async def explain(request: Request) -> Response:
+    """``/predict``'s body (``"classes": "all"`` in it or in the query string: every class's);
+    per row, the Shapley value of each feature for the predicted label's probability."""
+    _check_api_key(request)
+    plane = _plane(request)
+    kind = content_kind(request)
+    body = await read_body(request, plane.max_body_bytes)
+    call = ExplainRequest(body, kind, request.query_params.get("classes"))  # type: ignore[arg-type]
+    params = request.path_params
+    name = params.get("name")
+    if name is not None:
+        plane.check_name(name)
+    return _respond(
+        await plane.infer(
+            plane.explain, call, name, params.get("version"), len(body), params.get("label")
+        )
+    )
+
+
+async def v1_explain(request: Request) -> Response:
+    """KServe V1 ``:explain``: ``{"instances": [...]}`` answered as ``/explain`` answers."""
+    plane, name, version, body = await _standard_body(request)
+    call = ExplainRequest(body, "json", request.query_params.get("classes"))
+    return _respond(await plane.infer(plane.explain, call, name, version, len(body)))
 
 
 async def _standard_body(request: Request) -> tuple[DataPlane, str, str | None, bytes]:

@@ -87,6 +87,22 @@ _PREDICT_DOCS = {
     ),
 }
 
+_NO_BACKGROUND = {
+    "model": schemas.ErrorResponse,
+    "description": "an older bundle with categorical features and no background sample",
+}
+_EXPLAIN_DOCS = {
+    "response_model": schemas.ExplainResponse,
+    **_post(
+        schemas.EXPLAIN_BODY,
+        {
+            **schemas.ERROR_RESPONSES,
+            404: {"model": schemas.ErrorResponse, "description": "no such model or version"},
+            409: _NO_BACKGROUND,
+        },
+    ),
+}
+
 # fmt: off
 OPERATIONS = [
     Operation(("/predict",), e.predict, "POST", "predict",
@@ -105,6 +121,20 @@ OPERATIONS = [
     Operation(("/models/{name}/labels/{label}/predict",), e.predict, "POST", "models",
               "Predict with the version a label names", hot=True, name="label_predict",
               docs=_PREDICT_DOCS),
+    # Explanations: Shapley values per feature
+    Operation(("/explain",), e.explain, "POST", "explain",
+              "Explain predictions: each feature's Shapley value (the default model)",
+              docs=_EXPLAIN_DOCS),
+    Operation(("/models/{name}/explain", "/models/{name}/versions/{version}/explain"), e.explain,
+              "POST", "explain", "Explain a model's predictions", name="model_explain",
+              version_summary="Explain a loaded version's predictions", docs=_EXPLAIN_DOCS),
+    Operation(("/models/{name}/labels/{label}/explain",), e.explain, "POST", "explain",
+              "Explain the predictions of the version a label names", name="label_explain",
+              docs=_EXPLAIN_DOCS),
+    Operation(tuple(f"{p}:explain" for p in _TF_MODEL), e.v1_explain, "POST", "explain",
+              "KServe V1 explain: answered as /explain", name="v1_explain",
+              version_summary="KServe V1 explain with a loaded version",
+              docs=_post(schemas.EXPLAIN_BODY, {**schemas.STANDARD_ERRORS, 409: _NO_BACKGROUND})),
     Operation(("/healthz",), e.healthz, summary="Liveness: the process answers",
               docs={"response_model": schemas.HealthResponse}),
     Operation(("/readyz",), e.readyz, summary="Readiness: a verified model is loaded",

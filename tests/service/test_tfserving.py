@@ -206,8 +206,10 @@ def test_colon_verbs_route_to_their_handlers(api: TestClient) -> None:
     regress = api.post("/v1/models/iris:regress", json={"examples": records(ROWS)})
     assert regress.status_code == 400
     assert "classify" in regress.json()["error"]
+    # KServe V1's verb, beside TF Serving's (tests/service/test_explain_api.py).
+    assert api.post("/v1/models/iris:explain", json={"instances": ROWS}).status_code == 200
     for method, path in [
-        ("POST", "/v1/models/iris:explain"),
+        ("POST", "/v1/models/iris:score"),
         ("POST", "/v1/models/iris"),
         ("GET", "/v1/models/iris:predict"),
         ("POST", "/v1/models/half:predict"),
