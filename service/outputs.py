@@ -65,7 +65,7 @@ def _message_parts(
     If ``json``, each piece is JSON (orjson escapes character by character: a message's JSON is
     its parts' JSON) with what goes around a message in a row's JSON array: the text before
     comes twice, opening the row (``["name=``) and then after a comma (``,"name=``); the text
-    after comes twice too, closing the row with a line break (``…"]\n``) and then not."""
+    after comes twice too, closing the row (``…"]``) and then not."""
     leads = [f"{name}=" for name in names]
     tails = [
         f" is {side} the training range [{low:.6g}, {high:.6g}]"
@@ -78,7 +78,7 @@ def _message_parts(
     tails_json = [orjson.dumps(t)[1:] for t in tails]  # '… 7.9]"' with its closing quote
     return (
         _bytes([b"[" + t for t in leads_json] + [b"," + t for t in leads_json]),
-        _bytes([t + b"]\n" for t in tails_json] + tails_json),
+        _bytes([t + b"]" for t in tails_json] + tails_json),
     )
 
 
@@ -91,30 +91,39 @@ def _outside_cells(
     model: LoadedModel, x: np.ndarray, json: bool = False
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The cells outside the training range, row by row and in feature order within a row: the
-    row of each, and its message as UTF-8; None if every cell is in range. If ``json``, each
-    message is a piece of its row's JSON array (``_message_parts``): the pieces of all rows, end
-    to end, are the rows' arrays, each ended by a line break.
+    row of each, and its message (an object array of str); None if every cell is in range. If
+    ``json``, each message is a piece of its row's JSON array (``_message_parts``): a row's
+    pieces end to end are its array.
 
-    Computed by column, not by cell: each distinct value is formatted once, the text around it
-    once per model, and the messages are joined by numpy's string ufuncs (no Python per cell)."""
+    Computed by column, not by cell: each distinct message (a value with the text around it,
+    which is the same for every value of a feature on one side) is made once, by numpy's string
+    ufuncs, and the cells take theirs by reference (no Python code per cell)."""
     below = x < model.feature_min
     rows, cols = np.nonzero(below | (x > model.feature_max))
     if not len(rows):
         return None
-    # Distinct values by their bits (0.0 and -0.0 print differently), formatted from Python
-    # floats as _warning's f-string formats them.
-    bits, inverse = np.unique(x[rows, cols].view(np.uint32), return_inverse=True)
-    shown = _bytes([f"{v:.6g}".encode() for v in bits.view(np.float32).tolist()])
-    lows, highs = model.feature_bounds
-    leads, tails = _message_parts(tuple(model.feature_names), tuple(lows), tuple(highs), json)
-    n = len(lows)
-    lead, tail = cols, cols + n * below[rows, cols]
+    n = len(model.feature_names)
+    # Which text goes around each cell's value: its feature, its side of the range and (JSON)
+    # whether it opens or closes its row, as one code.
+    code = cols.astype(np.uint64) * np.uint64(8) + below[rows, cols] * np.uint64(4)
     if json:
         first, last = _row_bounds(rows)
-        lead = lead + n * ~first
-        tail = tail + 2 * n * ~last
-    messages = np.strings.add(np.strings.add(leads[lead], shown[inverse.reshape(-1)]), tails[tail])
-    return rows, messages
+        code += ~first * np.uint64(2) + ~last * np.uint64(1)
+    # A distinct message is a distinct value (by its bits: 0.0 and -0.0 print differently)
+    # with a distinct code.
+    keys = (x[rows, cols].view(np.uint32).astype(np.uint64) << np.uint64(32)) | code
+    distinct, inverse = np.unique(keys, return_inverse=True)
+    values = (distinct >> np.uint64(32)).astype(np.uint32).view(np.float32)
+    # Formatted from Python floats as _warning's f-string formats them.
+    shown = _bytes([f"{v:.6g}".encode() for v in values.tolist()])
+    lows, highs = model.feature_bounds
+    leads, tails = _message_parts(tuple(model.feature_names), tuple(lows), tuple(highs), json)
+    codes = (distinct & np.uint64(0xFFFFFFFF)).astype(np.intp)
+    column, side = codes >> 3, (codes >> 2) & 1
+    lead = column + n * ((codes >> 1) & 1)
+    tail = column + n * side + 2 * n * (codes & 1)
+    messages = np.strings.add(np.strings.add(leads[lead], shown), tails[tail]).tolist()
+    return rows, _objects([m.decode() for m in messages])[inverse.reshape(-1)]
 
 
 def _objects(items: list[Any]) -> np.ndarray:
@@ -136,7 +145,7 @@ def _outside_rows(model: LoadedModel, x: np.ndarray) -> dict[int, list[str]]:
     if cells is None:
         return {}
     rows, messages = cells
-    texts = [m.decode() for m in messages.tolist()]
+    texts = messages.tolist()
     first, _ = _row_bounds(rows)
     starts = np.flatnonzero(first).tolist()
     ends = [*starts[1:], len(texts)]
@@ -144,21 +153,6 @@ def _outside_rows(model: LoadedModel, x: np.ndarray) -> dict[int, list[str]]:
         i: texts[start:end]
         for i, start, end in zip(rows[first].tolist(), starts, ends, strict=True)
     }
-
-
-def _outside_json(model: LoadedModel, x: np.ndarray) -> tuple[list[int], list[str]]:
-    """The rows with features outside the training range and, for each, its warnings as the JSON
-    array orjson writes for ``_outside_rows(model, x)[row]`` (joined by numpy, not per cell)."""
-    cells = _outside_cells(model, x, json=True)
-    if cells is None:
-        return [], []
-    rows, pieces = cells
-    # Fixed-width strings are padded with NUL bytes, which JSON text never holds (orjson writes
-    # \u0000): the array's bytes without them are the rows' arrays, each ended by a line break
-    # (a raw one is never in JSON text either: orjson writes \n).
-    joined = pieces.tobytes().replace(b"\0", b"").decode()
-    last = np.r_[rows[1:] != rows[:-1], True]
-    return rows[last].tolist(), joined.split("\n")[:-1]
 
 
 def with_notes(warnings: list[list[str]], notes: Notes | None) -> list[list[str]]:
@@ -216,32 +210,82 @@ def answer_json(
         answer = predictions(model, x, probabilities, top_k, notes)
         return orjson.dumps({**head, "predictions": answer})
     labels = [orjson.dumps(label).decode() for label in model.labels]
-    columns: list[list[str]] = [[labels[i] for i in model.label_indices(probabilities)]]
-    for j in range(probabilities.shape[1]):
-        columns.append(orjson.dumps(probabilities[:, j].tolist()).decode()[1:-1].split(","))
-    warnings = ["[]"] * len(x)
-    for i, text in zip(*_outside_json(model, x), strict=True):
-        warnings[i] = text
-    for i, found in (notes or {}).items():  # a typed model's reading warnings first
-        if found:
-            read = orjson.dumps([message for _, message in found]).decode()
-            warnings[i] = read if warnings[i] == "[]" else f"{read[:-1]},{warnings[i][1:]}"
-    columns.append(warnings)
     keys = [orjson.dumps(key).decode() for key in model.class_keys]
     # Each row: ,{"label":L,"probabilities":{"a":1.0,"b":0.0},"warnings":[]} from the text
-    # before each column, the columns, and the closing brace.
-    before = [',{"label":', ',"probabilities":{' + keys[0] + ":"]
-    before += [f",{key}:" for key in keys[1:]]
-    before.append('},"warnings":')
-    iterables: list[Any] = []
-    for text, column in zip(before, columns, strict=True):
-        iterables += [repeat(text), column]
-    iterables[0] = chain(['{"label":'], iterables[0])  # no comma before the first row
-    iterables.append(repeat("}"))
+    # before each column, the columns (one fragment a row), the row's warnings (one fragment
+    # per message) and the closing brace: joined by C-level iteration when every row has one
+    # warnings fragment, else placed in one array of every row's fragments.
+    fixed: list[str | list[str]] = [
+        ',{"label":',
+        [labels[i] for i in model.label_indices(probabilities)],
+        ',"probabilities":{' + keys[0] + ":",
+    ]
+    for j in range(probabilities.shape[1]):
+        if j:
+            fixed.append(f",{keys[j]}:")
+        fixed.append(orjson.dumps(probabilities[:, j].tolist()).decode()[1:-1].split(","))
+    fixed.append('},"warnings":')
+    counts, rows, warnings = _warning_fragments(model, x, notes)
     start = orjson.dumps(head).decode()[:-1] + ',"predictions":['
-    # zip stops at the end of the columns (the repeats are endless).
-    rows = chain.from_iterable(zip(*iterables, strict=False))
-    return "".join(chain([start], rows, ["]}"])).encode()
+    if counts.max() == 1:  # one warnings fragment a row (all of them "[]" for plain input)
+        fixed.append(warnings.tolist())
+        fixed.append("}")
+        iterables = [repeat(part) if isinstance(part, str) else part for part in fixed]
+        iterables[0] = chain(['{"label":'], iterables[0])  # no comma before the first row
+        # zip stops at the end of the columns (the repeats are endless).
+        body = chain.from_iterable(zip(*iterables, strict=False))
+        return "".join(chain([start], body, ["]}"])).encode()
+    fragments = _rows_of_fragments(fixed, counts, rows, warnings)
+    fragments[0] = '{"label":'  # no comma before the first row
+    return (start + "".join(fragments.tolist()) + "]}").encode()
+
+
+def _warning_fragments(
+    model: LoadedModel, x: np.ndarray, notes: Notes | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's warnings as JSON fragments: (fragments per row, the row of each fragment in
+    row order, the fragments). A row without warnings has one, ``[]``; a row with range
+    warnings one per message; a row with a typed model's reading warnings (few) one, its
+    whole array, with its range warnings after the reading ones."""
+    n = len(x)
+    cells = _outside_cells(model, x, json=True)
+    rows, pieces = cells if cells is not None else (np.zeros(0, np.intp), _objects([]))
+    noted = sorted(i for i, found in (notes or {}).items() if found)
+    if noted:  # those rows' range warnings are rewritten below, with their reading ones
+        keep = ~np.isin(rows, noted)
+        rows, pieces = rows[keep], pieces[keep]
+    counts = np.bincount(rows, minlength=n)
+    bare = np.flatnonzero(counts == 0)
+    texts = ["[]"] * len(bare)
+    for i in noted:
+        assert notes is not None
+        messages = [message for _, message in notes[i]] + range_warnings(model, x[i : i + 1])[0]
+        texts[int(np.searchsorted(bare, i))] = orjson.dumps(messages).decode()
+    if not len(rows):  # nothing outside the range (but maybe a noted row): one fragment a row
+        return np.ones(n, dtype=np.intp), bare, _objects(texts)
+    order = np.argsort(np.concatenate([rows, bare]), kind="stable")
+    fragment_rows = np.concatenate([rows, bare])[order]
+    return np.maximum(counts, 1), fragment_rows, np.concatenate([pieces, _objects(texts)])[order]
+
+
+def _rows_of_fragments(
+    fixed: list[str | list[str]], counts: np.ndarray, rows: np.ndarray, warnings: np.ndarray
+) -> np.ndarray:
+    """An object array of every row's fragments in order: the ``fixed`` ones (a text the same
+    for every row, or a column with one per row), then the row's ``warnings`` (``counts[i]``
+    of them for row i, ``rows`` giving each one's row), then ``}``."""
+    width = len(fixed)
+    lengths = width + counts + 1
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    fragments = np.empty(int(lengths.sum()), dtype=object)
+    for j, part in enumerate(fixed):
+        fragments[starts + j] = part if isinstance(part, str) else _objects(part)
+    # The k-th warning of a row goes k places after the row's fixed fragments.
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(len(rows)) - first[rows]
+    fragments[starts[rows] + width + rank] = warnings
+    fragments[starts + lengths - 1] = "}"
+    return fragments
 
 
 # -- CSV --------------------------------------------------------------------------------------

@@ -121,6 +121,8 @@ class _Exchange:
         ]
         if isinstance(error, Overloaded):
             headers.append((b"retry-after", b"1"))
+        if error.status_code == 408:  # the rest of a late body is never read: close at once
+            headers.append((b"connection", b"close"))
         start = {"type": "http.response.start", "status": error.status_code, "headers": headers}
         await self.send(start)
         await self.send({"type": "http.response.body", "body": body})

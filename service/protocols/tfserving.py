@@ -75,10 +75,11 @@ def _columnar(value: Any, schema: inputs.Schema) -> np.ndarray:
     features = schema.features
     if value.keys() == {INPUT_NAME} and INPUT_NAME not in features:
         return inputs.read_instances(value[INPUT_NAME], schema, f"inputs.{INPUT_NAME}")[0]
-    unknown = sorted(set(value) - set(features) - schema.ignored)
-    if unknown:
+    known = set(features)
+    unknown = next((k for k in value if k not in known and k not in schema.ignored), None)
+    if unknown is not None:
         raise InvalidInput(
-            f"inputs has unknown input {unknown[0][:64]!r}; send {INPUT_NAME!r} or one column "
+            f"inputs has unknown input {unknown[:64]!r}; send {INPUT_NAME!r} or one column "
             f"per feature: {', '.join(features)}"
         )
     missing = [f for f in features if f not in value]

@@ -7,8 +7,13 @@ Steps: the hardening tests (hostile list, broken bundles, schemathesis through i
 integration, then a larger schemathesis CLI run, each against the Iris model and a typed one with
 text, true/false and blank features; hypothesis over the typed parsers) against real server
 processes; the atheris harness over request parsing (Iris and typed, every protocol); the
-overload and graceful-shutdown tests when they exist; pip-audit over the installed serving
-dependencies. Exit status 1 if any step fails.
+overload and graceful-shutdown tests when they exist; the second-pass attacks of issue 18
+(``tests/hardening/attacks.py``: many-key JSON, a 128 MiB header, slowloris, slow bodies, a
+reused version number, padded metadata, symlinked versions, API_KEY as given, duplicate keys, an
+unreadable model directory, a killed and a disk-full training run, CSV line breaks, the cost of
+rows outside the training range) at the scale the outside attacker used, against real servers,
+each printing its figure and bound; pip-audit over the installed serving dependencies. Exit
+status 1 if any step fails.
 """
 
 from __future__ import annotations
@@ -170,6 +175,16 @@ def other_tests(work: Path) -> tuple[int, list[str], int | None]:
     return code, lines, int(lost.group(1)) if lost else None
 
 
+def attacks(work: Path) -> tuple[int, list[str]]:
+    """The second-pass attacks (issue 18) against real servers: (exit code, their lines)."""
+    log = work / "attacks.log"
+    command = [PYTHON, "-m", "tests.hardening.attacks", "--work", str(work)]
+    code = run("second-pass attacks (issue 18), with their figures", command, log)
+    text = log.read_text(errors="replace")
+    lines = [line.strip() for line in text.splitlines() if re.match(r"attacks?[ :]", line)]
+    return code, lines
+
+
 def main() -> int:
     seed = int(os.environ.get("HARDEN_SEED") or random.randrange(1, 2**31))
     work = Path(tempfile.mkdtemp(prefix="harden-"))
@@ -201,6 +216,10 @@ def main() -> int:
     if code:
         failed.append("overload/shutdown tests")
 
+    code, attack_lines = attacks(work)
+    if code:
+        failed.append("second-pass attacks")
+
     code, audit_result = audit(work)
     if code:
         failed.append("pip-audit")
@@ -223,6 +242,9 @@ def main() -> int:
     for label, value in rows:
         say(f"{label:32} {value}")
     for line in lines:
+        say(f"  {line}")
+    say("second-pass attacks (issue 18):")
+    for line in attack_lines or ["none ran; see attacks.log"]:
         say(f"  {line}")
     say(f"seed {seed}; logs in {work}")
     if failed:

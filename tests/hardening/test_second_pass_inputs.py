@@ -3,6 +3,7 @@ breaks, and the cost of rows outside the training range."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 from service import inputs, outputs
 from service.errors import InvalidInput, ServiceError
 from service.inputs import Schema, load_json, parse_csv_body
+from service.model import LoadedModel
 from tests.hardening.conftest import AUTH
 from tests.support import ServerProcess
 
@@ -241,10 +243,22 @@ def test_column_wise_warnings_match_the_per_cell_ones() -> None:
     model = _Bounds()
     expected = _per_cell(x)
     assert outputs.range_warnings(model, x) == expected  # type: ignore[arg-type]
-    json = ["[]"] * len(x)
-    for i, text in zip(*outputs._outside_json(model, x), strict=True):  # type: ignore[arg-type]
-        json[i] = text
-    assert json == [orjson.dumps(w).decode() for w in expected]
+    # The JSON answer's warnings, assembled from per-message JSON fragments, say the same.
+    loaded = LoadedModel(
+        name="m",
+        version=1,
+        path=Path("."),
+        metadata=None,  # type: ignore[arg-type]
+        runtime=None,  # type: ignore[arg-type]
+        labels=["a", "b"],
+        class_keys=["a", "b"],
+        feature_names=_Bounds.feature_names,
+        feature_min=_Bounds.feature_min,
+        feature_max=_Bounds.feature_max,
+    )
+    p = np.tile(np.array([[0.25, 0.75]], dtype=np.float32), (len(x), 1))
+    answer = orjson.loads(outputs.answer_json(loaded, x, p))
+    assert [row["warnings"] for row in answer["predictions"]] == expected
 
 
 def test_many_rows_outside_the_range_are_answered_alike(server: ServerProcess) -> None:

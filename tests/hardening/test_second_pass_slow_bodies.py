@@ -9,7 +9,9 @@ admitted: the stalled clients hold their own connections until REQUEST_TIMEOUT_S
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,3 +98,32 @@ def test_stalled_bodies_take_no_slot_and_get_408(server: ServerProcess) -> None:
     assert gauge(server, "http_request_bodies_arriving") == 0
     # and no prediction was refused for want of a slot
     assert gauge(server, "http_overload_rejections_total", reason="concurrency") == 0
+
+
+def test_a_client_still_sending_after_its_408_is_disconnected(server: ServerProcess) -> None:
+    """The 408 says ``Connection: close`` and the server closes at once: a client dripping the
+    rest of its body does not keep the connection for as long as it likes."""
+    connection = stalled_client(server, b'{"instances": ')
+    try:
+        connection.settimeout(0.5)
+        deadline = time.monotonic() + HOLD
+        answer = b""
+        while b"\r\n\r\n" not in answer and time.monotonic() < deadline:
+            connection.sendall(b" ")  # a byte of body every half second
+            with contextlib.suppress(TimeoutError):
+                answer += connection.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b"connection: close" in answer.lower()
+        answered = time.monotonic()
+        closed = False
+        while not closed and time.monotonic() < answered + 3:
+            try:
+                connection.sendall(b" ")
+                closed = connection.recv(65536) == b""
+            except TimeoutError:
+                pass
+            except OSError:  # reset: closed too
+                closed = True
+        assert closed, "the server kept the connection open after its 408"
+    finally:
+        connection.close()
