@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 import bundle
-from bench import grpc_load, large, load, report, repository
+from bench import explain, grpc_load, large, load, report, repository
 from bench.servers import HOST, ROOT, Server
 from service.schemas import IRIS_ROW
 
@@ -542,9 +542,14 @@ def main(argv: list[str] | None = None) -> int:
     machine["load_after"] = report.loadavg()
     text = report.render(config, machine, version_dir, runs, time.monotonic() - started)
     repository_results = None
+    explain_results = None
     if any(t.key == "litert" for t in config.targets):  # issue 14, its own section
         repository_results = repository.measure(repository.options_for_bench(config, version_dir))
         text = repository.with_section(text, repository.section(repository_results))
+        explain_results = explain.measure(
+            explain.options_for_bench(config, version_dir)
+        )  # issue 17
+        text = explain.with_section(text, explain.section(explain_results))
     if config.out is not None:
         config.out.write_text(text)
         print(f"bench: wrote {config.out}")
@@ -552,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
     failed = sum(f.get("errors", 0) for figures in runs for f in figures.values())
     failed += repository_results.errors if repository_results is not None else 0
+    failed += explain_results.errors if explain_results is not None else 0
     if failed:
         print(f"bench: {failed} requests failed during the loads", file=sys.stderr)
         return 1
