@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bundle.columns import BOOLEAN_VOCABULARY, Kind
+from bundle.distributions import FeatureDistribution
 from bundle.errors import BundleError
 from bundle.layout import METADATA
 from bundle.manifest import read_bundle_file
@@ -141,6 +142,11 @@ class Metadata(BaseModel):
         "it describes, so a model file swapped under a rewritten manifest is still refused",
     )
     reference: Reference | None = None
+    distributions: list[FeatureDistribution] | None = Field(
+        None,
+        description="each feature's training distribution, in feature order, for drift; none in "
+        "older bundles",
+    )
     background: BackgroundSample | None = Field(
         None, description="rows explanations are computed against; none in older bundles"
     )
@@ -169,6 +175,8 @@ class Metadata(BaseModel):
         names = [f.name for f in self.features]
         if len(set(names)) != len(names):
             raise ValueError("feature names repeat")
+        if self.distributions is not None and len(self.distributions) != len(names):
+            raise ValueError(f"distributions must have {len(names)} entries, one per feature")
         if self.background and any(len(r) != len(names) for r in self.background.inputs):
             raise ValueError(f"background rows must have {len(names)} values, one per feature")
         if len({(type(c), c) for c in self.classes}) != len(self.classes):

@@ -7,9 +7,10 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import threading
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,13 +22,17 @@ from service.dataplane import Admission, DataPlane
 from service.dispatch import ServiceApp
 from service.errors import Overloaded, ServiceError
 from service.http import JSONBytes
-from service.observability.metrics import ModelMetrics, get_metrics
+from service.monitor import Monitor
+from service.observability.metrics import Metrics, ModelMetrics, get_metrics
 from service.observability.middleware import RequestMiddleware
 from service.openapi import customize
 from service.process import prepare_worker
 from service.repository import Repository
 from service.settings import Settings
 from service.shadow import ShadowScorer
+
+if TYPE_CHECKING:
+    from service.cloudevents import CloudEventsSink
 
 log = logging.getLogger("service")
 
@@ -76,6 +81,21 @@ def _allowed_methods(request: Request) -> list[str]:
     return allowed
 
 
+def _event_sink(settings: Settings, sink: Metrics | None) -> CloudEventsSink | None:
+    """The CloudEvents sender of PAYLOAD_LOG_URL, its drops counted with the payload log's."""
+    if settings.payload_log_url is None:
+        return None
+    from service.cloudevents import CloudEventsSink
+
+    def dropped(reason: str, count: int) -> None:
+        if sink is not None:
+            sink.payload_log_dropped.labels(f"events {reason}").inc(count)
+
+    source = f"http://{socket.gethostname()}:{settings.port}"
+    # At most 1,000 records waiting (a record holds its request's rows).
+    return CloudEventsSink(settings.payload_log_url, source, queue_size=1000, on_dropped=dropped)
+
+
 def _lifespan(settings: Settings, observed: bool, admission: Admission):
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -90,12 +110,14 @@ def _lifespan(settings: Settings, observed: bool, admission: Admission):
         repository = Repository(settings, events_of)
         sink = get_metrics() if observed else None
         shadow = ShadowScorer(sink)
-        app.state.plane = DataPlane(repository, settings, sink, admission, shadow)
+        monitor = Monitor(settings, sink, _event_sink(settings, sink))
+        app.state.plane = DataPlane(repository, settings, sink, admission, shadow, monitor)
         grpc_server = watcher = None
         try:
             await asyncio.to_thread(repository.load_initial)
             app.state.repository = repository
             shadow.start()
+            monitor.start()
             grpc_server = await _start_grpc(app.state.plane, app.version)
             if settings.poll_seconds > 0:  # a pinned version is loaded once it appears
                 watcher = asyncio.create_task(repository.watch())
@@ -108,6 +130,8 @@ def _lifespan(settings: Settings, observed: bool, admission: Admission):
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
             await shadow.stop()
+            # The requests answered while draining are in the queue: log them, sync the file.
+            await asyncio.to_thread(monitor.stop, settings.drain_seconds)
             repository.close()
             for model_events in events.values():
                 model_events.close()

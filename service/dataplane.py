@@ -24,6 +24,7 @@ from service.repository import Repository
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    from service.monitor import Monitor
     from service.observability.metrics import Metrics
     from service.shadow import ShadowScorer
 
@@ -73,12 +74,14 @@ class DataPlane:
         sink: Metrics | None,
         admission: Admission,
         shadow: ShadowScorer | None = None,
+        monitor: Monitor | None = None,
     ) -> None:
         self.repository = repository
         self.settings = settings
         self.sink = sink
         self.admission = admission
         self.shadow = shadow  # scores a shadow version's rows after the answer; None: no shadows
+        self.monitor = monitor if monitor is not None and monitor.enabled else None
         self.max_rows = settings.max_batch_rows
         self.max_body_bytes = settings.max_body_bytes
         self.explain = ExplainCodec(settings.max_explain_rows, settings.explain_evaluations)
@@ -151,6 +154,7 @@ class DataPlane:
         started = time.perf_counter()
         status = 500  # a bug, unless an answer or a ServiceError says otherwise
         model_name, model_version = "", 0
+        model = decoded = probabilities = error = None
         try:
             model, shadow = self._route(name, version, label)
             model_name, model_version = model.name, model.version
@@ -176,15 +180,28 @@ class DataPlane:
                 self.shadow.submit(model, shadow, decoded.x, probabilities)  # type: ignore[union-attr]
             return answer
         except ServiceError as exc:
-            status = exc.status_code
+            status, error = exc.status_code, exc.message
             raise
         except asyncio.CancelledError:  # REQUEST_TIMEOUT_SECONDS, or the client went away
-            status = 499
+            status, error = 499, "cancelled: the client went away or the request timed out"
             raise
         finally:
+            seconds = time.perf_counter() - started
             if self.sink is not None:
                 self.sink.observe_inference(
-                    model_name, model_version, codec.protocol, status, time.perf_counter() - started
+                    model_name, model_version, codec.protocol, status, seconds
+                )
+            if self.monitor is not None:
+                self.monitor.observe(
+                    model,
+                    model_name or name or "",
+                    getattr(decoded, "x", None),
+                    probabilities,
+                    getattr(decoded, "notes", None),
+                    codec.protocol,
+                    status,
+                    seconds,
+                    error,
                 )
 
     async def predict(self, model: LoadedModel, x: np.ndarray) -> np.ndarray:

@@ -80,6 +80,8 @@ class LoadedModel:
     # Built on the first explanation (service.protocols.explain): the background and its
     # predictions, kept with the version.
     explainer: Any = None
+    # Made on its first answered row when drift is tracked (service.monitor): its last rows.
+    drift: Any = None
 
     @cached_property
     def ignored_columns(self) -> frozenset[str]:

@@ -86,6 +86,33 @@ class Settings(BaseSettings):
         description="Model rows evaluated per explained row: Shapley values are exact when "
         "every coalition fits (2**features; the background summarised to fit), sampled beyond.",
     )
+    payload_log_dir: Path | None = Field(
+        None,
+        description="Write one JSON line per request (inputs, outputs, warnings, error) to "
+        "payloads-<pid>.jsonl here, rotated by size; unset: no payload log.",
+    )
+    payload_log_sample: float = Field(
+        1.0, ge=0, le=1, description="Share of requests the payload log (and its events) keeps."
+    )
+    payload_log_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s]+$",
+        description="Send each logged request as CloudEvents (binary mode, as KServe's logger) "
+        "to this URL; unset: none.",
+    )
+    payload_log_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=4096, description="Rotate the payload log file beyond this size."
+    )
+    payload_log_files: int = Field(
+        10, ge=1, description="Rotated payload log files kept per worker (the oldest removed)."
+    )
+    drift_window: int = Field(
+        1000,
+        ge=0,
+        le=1_000_000,
+        description="Rows per model version kept for feature drift (PSI against training); "
+        "0 turns drift tracking off.",
+    )
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body in bytes (413 beyond)."
     )

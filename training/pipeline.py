@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.preprocessing import LabelEncoder
 
 import bundle
+from bundle import distributions
 from training import data, evaluate, export, features
 from training.errors import TrainingError
 from training.model import (
@@ -256,6 +257,10 @@ def run(options: Options) -> Path:
             output_units=head.units,
             metrics=summary,
             litert_max_abs_diff=max_diff,
+            distributions=[
+                distributions.fit(spec.kind, x[parts.train, j], len(spec.vocabulary or []))
+                for j, spec in enumerate(specs)
+            ],
             background=bundle.BackgroundSample(
                 inputs=background_rows(dataset, parts.train, y, options.seed)
             ),

@@ -23,6 +23,7 @@ from service.http import (
     read_body,
     wants_csv,
 )
+from service.monitor import drift_tracker
 from service.observability.metrics import get_metrics
 from service.protocols import tfserving, v2
 from service.protocols.common import Answer
@@ -228,6 +229,28 @@ async def models(request: Request) -> Response:
 async def named_model_card(request: Request) -> Response:
     """One model's card, as ``GET /model`` gives the default model's."""
     return JSONBytes(_card(_plane(request).registry(request.path_params["name"])))
+
+
+async def model_drift(request: Request) -> Response:
+    """Feature drift of a model's served (or a loaded) version: each feature's population
+    stability index over its last DRIFT_WINDOW answered rows against training."""
+    plane = _plane(request)
+    params = request.path_params
+    model = plane.model(plane.check_name(params["name"]), params.get("version"))
+    answer: dict[str, Any] = {"model": model.name, "version": model.version}
+    window = plane.settings.drift_window
+    if model.metadata.distributions is None:
+        answer["reason"] = (
+            "this version's bundle has no training distributions (trained before drift "
+            "tracking): train it again to track drift"
+        )
+    elif window == 0:
+        answer["reason"] = "drift tracking is off (DRIFT_WINDOW=0)"
+    else:
+        tracker = drift_tracker(model, window)
+        assert tracker is not None
+        answer.update(tracker.report())
+    return JSONBytes(answer)
 
 
 async def metrics(request: Request) -> Response:

@@ -124,6 +124,27 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
+        self.payload_log_lines = Counter(
+            "payload_log_lines",
+            "Requests written to the payload log (PAYLOAD_LOG_DIR).",
+            registry=registry,
+        )
+        self.payload_log_dropped = Counter(
+            "payload_log_dropped",
+            "Requests the payload log (or its CloudEvents) lost, by reason: queue full, write "
+            "failed (the log stopped: a full disk), failed (events after their retries), "
+            "shutdown.",
+            ["reason"],
+            registry=registry,
+        )
+        self.feature_drift = Gauge(
+            "model_feature_drift",
+            "Population stability index of each feature over the last DRIFT_WINDOW rows a "
+            "version answered, against its training distribution (> 0.2: significant drift).",
+            ["model", "version", "feature"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
         self.model_info = Gauge(
             "model_info",
             "The version each model serves to unversioned requests: 1 while a worker serves it.",

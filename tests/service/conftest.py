@@ -27,3 +27,9 @@ def settings(artifacts_copy: Path, runtime: str) -> Settings:
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as test_client:
         yield test_client
+
+
+# Local CloudEvents sinks (a recording HTTP server, and one that never answers), for the
+# CloudEvents and monitoring tests.
+from tests.service.sinks import serve as serve_sink  # noqa: E402, F401
+from tests.service.sinks import stalled  # noqa: E402, F401
