@@ -48,6 +48,7 @@ COPY pyproject.toml README.md ./
 COPY bundle/ bundle/
 COPY training/ training/
 COPY service/ service/
+COPY keras_serve/ keras_serve/
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
 FROM build AS train

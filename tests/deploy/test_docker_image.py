@@ -205,6 +205,9 @@ def test_image_is_slim_non_root_without_tensorflow(image: str, report) -> None:
         "print(u.find_spec('tensorflow') is None, u.find_spec('sklearn') is None, os.getuid())",
     )  # fmt: skip
     assert probe.stdout.split() == ["True", "True", "10001"]
+    # The keras-serve command is installed (keras-serve replay runs in the image).
+    usage = docker("run", "--rm", "--entrypoint", "keras-serve", image, "replay", "--help")
+    assert "--version" in usage.stdout and "--log" in usage.stdout
     size_mb = int(docker("image", "inspect", "--format", "{{.Size}}", image).stdout) / 1e6
     report(
         f"serve image: no TensorFlow or scikit-learn, runs as uid 10001, {size_mb:.0f} MB (goal <= {SIZE_GOAL_MB})"
