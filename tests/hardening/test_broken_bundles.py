@@ -173,7 +173,13 @@ def _reorder_classes(document: dict) -> None:
 
 
 def _drop_feature(document: dict) -> None:
+    """One feature fewer everywhere metadata.json lists them (consistent with itself), so that
+    only the model's input width is left to disagree."""
     document["features"] = document["features"][:-1]
+    if document.get("distributions"):
+        document["distributions"] = document["distributions"][:-1]
+    if document.get("background"):
+        document["background"]["inputs"] = [row[:-1] for row in document["background"]["inputs"]]
 
 
 def _forge_model_digest(document: dict) -> None:
