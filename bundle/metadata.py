@@ -228,3 +228,5 @@ def read_metadata(directory: Path) -> Metadata:
     except (ValueError, UnicodeDecodeError) as exc:
         detail = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else "not valid JSON"
         raise BundleError(f"{METADATA} is invalid: {detail}") from None
+    except RecursionError:  # JSON nested thousands deep
+        raise BundleError(f"{METADATA} is invalid: nested too deeply") from None

@@ -1,7 +1,8 @@
 """``keras-serve``: one command for the project's tools, a subcommand each.
 
 Each subcommand here only reads its options and prints; the work is done by a module that
-knows nothing of the command line (``keras_serve.replay``), imported when the subcommand runs so
+knows nothing of the command line (``keras_serve.replay``, ``keras_serve.models``,
+``training.__main__``, ``service.__main__``), imported when the subcommand runs so
 that ``--help`` stays fast. To add one: a function under ``@main.command()`` that raises
 :class:`BadInput` for input it cannot use; the options shared by several subcommands are below.
 
@@ -12,6 +13,7 @@ verify) is one line on stderr and exit code 2, as ``python -m training`` does.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -191,3 +193,115 @@ def replay(
         click.echo(orjson.dumps(report.as_dict()).decode())
     else:
         click.echo(report.text())
+
+
+@main.command(
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+    short_help="Train a classifier on a CSV (or Iris) and publish a version.",
+)
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
+def train(arguments: tuple[str, ...]) -> int:
+    """Train a classifier and publish a bundle: python -m training's options, parsed by it.
+
+    Run 'keras-serve train --help' for them.
+    """
+    # One definition of the options: training's own parser reads them, names this command in
+    # its help and errors, and gives the exit codes (2 for bad input).
+    from training.__main__ import main as run
+
+    return run(list(arguments), prog=click.get_current_context().command_path)
+
+
+# What each option of `serve` sets; every other setting is read from the environment as is.
+SERVE_ENVIRONMENT = {
+    "artifacts": "ARTIFACTS_DIR",
+    "model": "MODEL_NAME",
+    "host": "HOST",
+    "port": "PORT",
+    "workers": "WORKERS",
+    "runtime": "MODEL_RUNTIME",
+    "poll": "POLL_SECONDS",
+}
+
+
+@main.command(
+    context_settings=CONTEXT,
+    short_help="Serve the models of an artifacts directory over HTTP and gRPC.",
+    epilog="Every other setting (MODEL_VERSION, MODEL_VERSIONS, DEFAULT_MODEL, API_KEY, "
+    "ADMIN_TOKEN, GRPC_PORT, MAX_BATCH_ROWS, LOG_LEVEL and the rest of the README's settings "
+    "table) is read from the environment, as 'python -m service' reads it. "
+    "Example: keras-serve serve --artifacts artifacts --model iris --port 8000",
+)
+@click.option("--artifacts", metavar="DIR", help="Directory of model bundles (ARTIFACTS_DIR).")
+@click.option(
+    "--model",
+    metavar="NAME",
+    help="Model to serve, a comma-separated list, or * for every model directory (MODEL_NAME).",
+)
+@click.option("--host", metavar="HOST", help="Address to bind (HOST; default 127.0.0.1).")
+@click.option("--port", metavar="PORT", help="HTTP port (PORT; default 8000).")
+@click.option("--workers", metavar="N", help="Worker processes, each loading the models (WORKERS).")
+@click.option(
+    "--runtime",
+    type=click.Choice(["litert", "keras"]),
+    help="litert (no TensorFlow) or keras (MODEL_RUNTIME; default litert when the bundle has "
+    "model.tflite).",
+)
+@click.option(
+    "--poll",
+    metavar="SECONDS",
+    help="Look for new versions this often; 0 turns polling off (POLL_SECONDS).",
+)
+def serve(**options: str | None) -> int:
+    """Serve the models of an artifacts directory over HTTP (and gRPC), in this process.
+
+    Each option sets the environment variable named beside it; an option left out leaves
+    that variable as it is. Stops cleanly on SIGTERM or Ctrl-C.
+    """
+    from service.__main__ import grpc_port_problem, read_settings
+    from service.__main__ import main as run
+
+    given = {SERVE_ENVIRONMENT[key]: value for key, value in options.items() if value is not None}
+    os.environ.update(given)
+    settings = read_settings()
+    if isinstance(settings, str):
+        # The service's own message, each variable an option set named by its option too.
+        for key, variable in SERVE_ENVIRONMENT.items():
+            if variable in given:
+                settings = re.sub(rf"(^|; ){variable}:", rf"\1--{key} ({variable}):", settings)
+        raise BadInput(settings)
+    problem = grpc_port_problem(settings)
+    if problem is not None:
+        raise BadInput(problem)
+    return run()
+
+
+@main.command(
+    context_settings=CONTEXT,
+    epilog="A version verifies when the service's checks before loading pass: every file "
+    "matches manifest.json (and its signature, with ARTIFACT_SIGNING_KEY set), metadata.json is "
+    "valid and names these model files, the label encoder's classes are the metadata's. No "
+    "model is loaded, so a verified version can still be refused at load. Exit code 0 even when "
+    "some version does not verify; 2 when the artifacts directory cannot be read.",
+)
+@artifacts_option
+@json_option
+def models(artifacts: Path, as_json: bool) -> None:
+    """List every model under the artifacts directory, with its versions.
+
+    For each version: whether it verifies (and if not, why), when it was created, its test
+    accuracy, its number of features and classes, and the labels (serving.json) naming it.
+    """
+    import orjson
+
+    from keras_serve.models import ListingError, list_artifacts
+
+    try:
+        listing = list_artifacts(artifacts, os.environ.get("ARTIFACT_SIGNING_KEY") or None)
+    except ListingError as exc:
+        raise BadInput(str(exc)) from None
+    if as_json:
+        click.echo(orjson.dumps(listing.as_dict()).decode())
+    else:
+        click.echo(listing.text())

@@ -38,7 +38,7 @@ import orjson
 from service import outputs
 from service.drift import DriftTracker
 from service.model import LoadedModel
-from service.observability.logs import current_request
+from service.observability.logs import current_request, timestamp
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -51,6 +51,11 @@ log = logging.getLogger("service.monitor")
 # memory as many small ones); beyond either, a request is dropped and counted.
 QUEUE_REQUESTS = 10_000
 QUEUE_ROWS = 200_000
+# The thread takes what is queued this often, or sooner once this many requests wait.
+POLL_SECONDS = 0.1
+WAKE_REQUESTS = 2_000
+# The drift gauges are set from a version's window at most this often (PSI over every feature).
+EXPORT_SECONDS = 1.0
 UNSEEN = "<unseen>"  # a category training did not see, as the payload log writes it
 
 
@@ -162,6 +167,8 @@ class Monitor:
         self.stopping = False
         self.thread: threading.Thread | None = None
         self.dropped = 0
+        self.exported: dict[int, float] = {}  # when each version's drift gauges were last set
+        self.pending: dict[int, LoadedModel] = {}  # versions whose window changed since
         # Rows queued = rows_in - rows_out, each counter written by one thread only.
         self.rows_in = 0
         self.rows_out = 0
@@ -206,7 +213,9 @@ class Monitor:
             (time.time(), request_id, model, name, x, probabilities, notes, protocol, status,
              seconds, error, logged, tracked)
         )  # fmt: skip
-        if not self.wake.is_set():
+        # The thread wakes on its own every POLL_SECONDS and takes everything queued at once;
+        # woken per request, it would take the GIL from the requests thousands of times a second.
+        if len(self.queue) >= WAKE_REQUESTS and not self.wake.is_set():
             self.wake.set()
 
     def _dropped(self, reason: str, count: int = 1) -> None:
@@ -224,7 +233,7 @@ class Monitor:
 
     def _run(self) -> None:
         while True:
-            self.wake.wait(0.5)
+            self.wake.wait(POLL_SECONDS)
             self.wake.clear()
             try:
                 self._drain()
@@ -235,17 +244,14 @@ class Monitor:
 
     def _drain(self) -> None:
         lines = []
-        touched: dict[int, LoadedModel] = {}
+        rows: dict[int, tuple[LoadedModel, list[np.ndarray]]] = {}
         while self.queue:
             item = self.queue.popleft()
             (stamp, request_id, model, name, x, probabilities, notes, protocol, status, seconds,
              error, logged, tracked) = item  # fmt: skip
             self.rows_out += len(x) if x is not None else 0
-            if tracked:
-                tracker = drift_tracker(model, self.window)
-                if tracker is not None:
-                    tracker.add(x)
-                    touched[id(model)] = model
+            if tracked:  # gathered by version: one pass over each version's rows
+                rows.setdefault(id(model), (model, []))[1].append(x)
             if logged:
                 record = payload_record(
                     stamp, request_id, model, name, x, probabilities, notes, protocol, status,
@@ -260,8 +266,17 @@ class Monitor:
                     self.metrics.payload_log_lines.inc(len(lines))
             else:
                 self._dropped("write failed", len(lines))
-        for model in touched.values():
-            self._export_drift(model)
+        for model, matrices in rows.values():
+            tracker = drift_tracker(model, self.window)
+            if tracker is not None:
+                tracker.add(matrices[0] if len(matrices) == 1 else np.concatenate(matrices))
+                self.pending[id(model)] = model
+        now = time.monotonic()
+        for key, model in list(self.pending.items()):  # changed windows, once a second each
+            if now >= self.exported.get(key, 0.0) + EXPORT_SECONDS:
+                self.exported[key] = now
+                del self.pending[key]
+                self._export_drift(model)
 
     def _export_drift(self, model: LoadedModel) -> None:
         tracker = model.drift
@@ -330,7 +345,7 @@ def payload_record(
         ]
         warnings = outputs.with_notes(outputs.range_warnings(model, x), notes)
     return {
-        "time": datetime.fromtimestamp(stamp, UTC).isoformat(),
+        "time": timestamp(stamp),  # ISO 8601 UTC, milliseconds, as the service's log lines
         "request_id": request_id,
         "model": model.name if model is not None else name,
         "version": model.version if model is not None else None,

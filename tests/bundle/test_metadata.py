@@ -219,3 +219,9 @@ def test_iris_bundle_records_data_fingerprint_and_training_split_statistics(
         assert stats.min == pytest.approx(float(x_train[:, i].min()))
         assert stats.max == pytest.approx(float(x_train[:, i].max()))
         assert stats.mean == pytest.approx(float(np.mean(x_train[:, i])), rel=1e-5)
+
+
+def test_a_deeply_nested_metadata_file_is_refused_with_a_reason(tmp_path: Path) -> None:
+    (tmp_path / bundle.METADATA).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(bundle.BundleError, match="nested too deeply"):
+        bundle.read_metadata(tmp_path)

@@ -23,7 +23,7 @@ import pytest
 from sklearn.datasets import load_iris
 
 from tests.conftest import FORMAT1_BUNDLE
-from tests.support import ServerProcess, metric
+from tests.support import ServerProcess, metric, wait_until
 
 pytestmark = pytest.mark.slow  # every test here starts a server process
 
@@ -96,8 +96,16 @@ def test_in_distribution_traffic_keeps_every_psi_low_and_a_shift_shows_on_its_fe
         assert report["drifting"] == ["sepal_width"], psi
         assert psi["sepal_width"] > 1.0
         assert all(psi[f] < 0.1 for f in FEATURES if f != "sepal_width"), psi
-        exported = metric(server.url, "model_feature_drift", model="iris", version="1", feature="sepal_width")  # fmt: skip
-        assert exported == pytest.approx(psi["sepal_width"])
+        # The gauge is set from the same window within a second or so.
+        labels = {"model": "iris", "version": "1", "feature": "sepal_width"}
+        wait_until(
+            lambda: (
+                metric(server.url, "model_feature_drift", **labels)
+                == pytest.approx(psi["sepal_width"])
+            ),
+            "the drift gauge",
+            10,
+        )
 
 
 def test_drift_says_why_it_has_nothing(artifacts_copy: Path, tmp_path: Path) -> None:
