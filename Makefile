@@ -60,6 +60,7 @@ bench: install
 		|| { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq nghttp2-client >/dev/null 2>&1; }; }; } \
 		|| echo "h2load not installed: the gRPC loads use the slower Python client (bench/grpc_load.py)"
 	$(PY) -m bench
+	$(PY) -m bench.batch_predict
 
 ## Held-out quality on real tables with text and blanks, against HistGradientBoosting
 ## (bench/QUALITY.md).

@@ -1,6 +1,6 @@
-"""``python -m keras_serve``: the ``keras-serve`` command."""
+"""``python -m keras_serve``: the ``keras-serve`` command (named so in its help and errors)."""
 
 from keras_serve.cli import main
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="keras-serve")

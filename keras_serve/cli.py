@@ -305,3 +305,9 @@ def models(artifacts: Path, as_json: bool) -> None:
         click.echo(orjson.dumps(listing.as_dict()).decode())
     else:
         click.echo(listing.text())
+
+
+# Commands defined in their own modules (they import the options above: registered last).
+from keras_serve.predict_command import command as predict  # noqa: E402
+
+main.add_command(predict, "predict")

@@ -426,7 +426,7 @@ def test_help_names_the_commands_and_options() -> None:
     assert top.returncode == 0 and "replay" in top.stdout, top.stderr
     sub = run(sys.executable, "-m", "keras_serve", "replay", "--help")
     assert sub.returncode == 0, sub.stderr
-    assert sub.stdout.startswith("Usage: python -m keras_serve replay [OPTIONS]")
+    assert sub.stdout.startswith("Usage: keras-serve replay [OPTIONS]")
     for option in ("--log", "--artifacts", "--model", "--version", "--runtime", "--json"):
         assert option in sub.stdout
     assert invoke(["replay", "-h"]).stdout == invoke(["replay", "--help"]).stdout
