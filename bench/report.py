@@ -625,3 +625,19 @@ def render(config: Any, machine: dict[str, str], version_dir: Path, runs: Runs, 
         "",
     ]
     return "\n".join(out)
+
+
+def replace_section(text: str, heading: str, new: str) -> str:
+    """``text`` (a RESULTS.md) with the section under ``heading`` (a ``## `` line) replaced by
+    ``new``, or ``new`` appended when it has none: each phase of ``make bench`` owns one."""
+    if not text.strip():
+        return new
+    lines = text.splitlines()
+    try:
+        start = lines.index(heading)
+    except ValueError:
+        return text.rstrip("\n") + "\n\n" + new
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    before = "\n".join(lines[:start]).rstrip("\n")
+    after = "\n".join(lines[end:])
+    return (before + "\n\n" if before else "") + new + ("\n" + after + "\n" if after else "")

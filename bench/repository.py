@@ -602,17 +602,7 @@ def _how(results: Results) -> list[str]:
 def with_section(text: str, new: str) -> str:
     """``text`` (a RESULTS.md) with its repository section replaced by ``new``, or ``new``
     appended when it has none."""
-    if not text.strip():
-        return new
-    lines = text.splitlines()
-    try:
-        start = lines.index(SECTION)
-    except ValueError:
-        return text.rstrip("\n") + "\n\n" + new
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    before = "\n".join(lines[:start]).rstrip("\n")
-    after = "\n".join(lines[end:])
-    return (before + "\n\n" if before else "") + new + ("\n" + after + "\n" if after else "")
+    return report.replace_section(text, SECTION, new)
 
 
 # -- running it ---------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 import bundle
-from bench import explain, grpc_load, large, load, report, repository
+from bench import explain, grpc_load, large, load, monitoring, report, repository
 from bench.servers import HOST, ROOT, Server
 from service.schemas import IRIS_ROW
 
@@ -543,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report.render(config, machine, version_dir, runs, time.monotonic() - started)
     repository_results = None
     explain_results = None
+    monitoring_results = None
     if any(t.key == "litert" for t in config.targets):  # issue 14, its own section
         repository_results = repository.measure(repository.options_for_bench(config, version_dir))
         text = repository.with_section(text, repository.section(repository_results))
@@ -550,6 +551,10 @@ def main(argv: list[str] | None = None) -> int:
             explain.options_for_bench(config, version_dir)
         )  # issue 17
         text = explain.with_section(text, explain.section(explain_results))
+        monitoring_results = monitoring.measure(
+            monitoring.options_for_bench(config, version_dir)
+        )  # issue 15
+        text = monitoring.with_section(text, monitoring.section(monitoring_results))
     if config.out is not None:
         config.out.write_text(text)
         print(f"bench: wrote {config.out}")
@@ -558,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = sum(f.get("errors", 0) for figures in runs for f in figures.values())
     failed += repository_results.errors if repository_results is not None else 0
     failed += explain_results.errors if explain_results is not None else 0
+    failed += monitoring_results.errors if monitoring_results is not None else 0
     if failed:
         print(f"bench: {failed} requests failed during the loads", file=sys.stderr)
         return 1

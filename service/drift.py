@@ -38,12 +38,13 @@ class DriftTracker:
 
     def add(self, x: np.ndarray) -> None:
         """Take in rows of the model's matrix (only the last ``window`` of them count)."""
+        seen = len(x)
         x = x[-self.window :]
         binned = np.stack(
             [distributions.bins(x[:, j], edges) for j, edges in enumerate(self.edges)], axis=1
         )
         with self.lock:
-            self.seen += len(x)
+            self.seen += seen
             end = self.next + len(binned)
             if end <= self.window:
                 self.bins[self.next : end] = binned

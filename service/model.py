@@ -82,6 +82,7 @@ class LoadedModel:
     explainer: Any = None
     # Made on its first answered row when drift is tracked (service.monitor): its last rows.
     drift: Any = None
+    drift_queued: int = 0  # rows queued for drift since the monitor's last pass
 
     @cached_property
     def ignored_columns(self) -> frozenset[str]:

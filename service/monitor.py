@@ -56,6 +56,14 @@ POLL_SECONDS = 0.1
 WAKE_REQUESTS = 2_000
 # The drift gauges are set from a version's window at most this often (PSI over every feature).
 EXPORT_SECONDS = 1.0
+# The thread gives the GIL away after this long of work, so that an answer never waits the
+# interpreter's 5 ms switch interval behind the monitor.
+YIELD_SECONDS = 0.0005
+# Drift takes in at most this many windows of rows per version a second; beyond, the rows of
+# the second are skipped (the window, refilled every half second at that rate, is a sample).
+DRIFT_WINDOWS_PER_SECOND = 2
+# At shutdown, the events still queued get at most this long to go.
+EVENTS_CLOSE_SECONDS = 2.0
 UNSEEN = "<unseen>"  # a category training did not see, as the payload log writes it
 
 
@@ -146,6 +154,7 @@ class Monitor:
     ) -> None:
         self.metrics = metrics
         self.window = settings.drift_window
+        self.drift_rows_per_second = DRIFT_WINDOWS_PER_SECOND * self.window
         self.sample = settings.payload_log_sample
         self.file = (
             PayloadLog(
@@ -190,8 +199,24 @@ class Monitor:
         seconds: float,
         error: str | None,
     ) -> None:
-        """Hand one request to the monitor (a few microseconds; never blocks)."""
+        """Hand one request to the monitor (a microsecond or two; never blocks)."""
         logged = self.logs and (self.sample >= 1 or random.random() < self.sample)
+        if not logged:  # then only its rows, for drift: the least the queue can hold
+            if (
+                status == 200
+                and x is not None
+                and model is not None
+                # Up to two windows' worth of rows per version a second (EXPORT_SECONDS): at
+                # higher rates the window is a sample of each second's rows, not every row.
+                and model.drift_queued < self.drift_rows_per_second
+                and model.metadata.distributions is not None
+                and len(self.queue) < QUEUE_REQUESTS
+                and self.rows_in - self.rows_out + len(x) <= QUEUE_ROWS
+            ):
+                model.drift_queued += len(x)
+                self.rows_in += len(x)
+                self.queue.append((model, x))
+            return
         tracked = (
             status == 200
             and self.window > 0
@@ -199,19 +224,16 @@ class Monitor:
             and model is not None
             and model.metadata.distributions is not None
         )
-        if not (logged or tracked):
-            return
         rows = len(x) if x is not None else 0
         if len(self.queue) >= QUEUE_REQUESTS or self.rows_in - self.rows_out + rows > QUEUE_ROWS:
-            if logged:
-                self._dropped("queue full")
+            self._dropped("queue full")
             return
         self.rows_in += rows
         context = current_request.get()
         request_id = context.request_id if context is not None else ""
         self.queue.append(
             (time.time(), request_id, model, name, x, probabilities, notes, protocol, status,
-             seconds, error, logged, tracked)
+             seconds, error, tracked)
         )  # fmt: skip
         # The thread wakes on its own every POLL_SECONDS and takes everything queued at once;
         # woken per request, it would take the GIL from the requests thousands of times a second.
@@ -245,21 +267,29 @@ class Monitor:
     def _drain(self) -> None:
         lines = []
         rows: dict[int, tuple[LoadedModel, list[np.ndarray]]] = {}
+        slice_end = time.perf_counter() + YIELD_SECONDS
         while self.queue:
             item = self.queue.popleft()
+            if time.perf_counter() >= slice_end:
+                time.sleep(0)  # let a request take the GIL now, not after the switch interval
+                slice_end = time.perf_counter() + YIELD_SECONDS
+            if len(item) == 2:  # rows for drift only
+                model, x = item
+                self.rows_out += len(x)
+                rows.setdefault(id(model), (model, []))[1].append(x)
+                continue
             (stamp, request_id, model, name, x, probabilities, notes, protocol, status, seconds,
-             error, logged, tracked) = item  # fmt: skip
+             error, tracked) = item  # fmt: skip
             self.rows_out += len(x) if x is not None else 0
             if tracked:  # gathered by version: one pass over each version's rows
                 rows.setdefault(id(model), (model, []))[1].append(x)
-            if logged:
-                record = payload_record(
-                    stamp, request_id, model, name, x, probabilities, notes, protocol, status,
-                    seconds, error,
-                )  # fmt: skip
-                lines.append(orjson.dumps(record) + b"\n")
-                if self.events is not None:
-                    self.events.submit(record)
+            record = payload_record(
+                stamp, request_id, model, name, x, probabilities, notes, protocol, status,
+                seconds, error,
+            )  # fmt: skip
+            lines.append(orjson.dumps(record) + b"\n")
+            if self.events is not None:
+                self.events.submit(record)
         if lines and self.file is not None:
             if self.file.write(lines):
                 if self.metrics is not None:
@@ -276,6 +306,7 @@ class Monitor:
             if now >= self.exported.get(key, 0.0) + EXPORT_SECONDS:
                 self.exported[key] = now
                 del self.pending[key]
+                model.drift_queued = 0  # a new second: rows are taken in again
                 self._export_drift(model)
 
     def _export_drift(self, model: LoadedModel) -> None:
@@ -296,8 +327,8 @@ class Monitor:
             self.thread.join(max(0.0, deadline - time.monotonic()))
         if self.file is not None:
             self.file.close()
-        if self.events is not None:
-            self.events.close(max(0.1, deadline - time.monotonic()))
+        if self.events is not None:  # a stalled sink may hold shutdown a moment, not the drain
+            self.events.close(min(EVENTS_CLOSE_SECONDS, max(0.1, deadline - time.monotonic())))
 
 
 _TRACKER_LOCK = threading.Lock()
