@@ -66,6 +66,8 @@ class Target:
     grpc: bool = True  # the service's app: serve gRPC (its default) on a free port of its own
 
 
+# Measured after the loads, on the LiteRT service's bundle, each in its own RESULTS.md section.
+PHASES = ("repository", "explain", "monitoring")
 TARGETS = [
     Target(
         "ceiling",
@@ -130,6 +132,7 @@ class Config:
     targets: list[Target]
     command: str
     pin: tuple[set[int], set[int]] | None = None  # (server CPUs, load generator CPUs)
+    phases: tuple[str, ...] = ()  # the phases after the loads (PHASES), each its own section
 
 
 def parse_args(argv: list[str]) -> Config:
@@ -169,7 +172,17 @@ def parse_args(argv: list[str]) -> Config:
     parser.add_argument(
         "--only", help="comma-separated targets: " + ",".join(t.key for t in TARGETS)
     )
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help="comma-separated phases run after the loads (with the litert target), each writing "
+        f"its own section: {', '.join(PHASES)} (default: all), or none",
+    )
     args = parser.parse_args(argv)
+    phases = [] if args.phases == "none" else [p.strip() for p in args.phases.split(",")]
+    unknown = sorted(set(phases) - set(PHASES))
+    if unknown:
+        parser.error(f"--phases: unknown phase {unknown[0]!r}; choose from {', '.join(PHASES)}")
     if args.load == "auto":
         generator = "wrk" if load.wrk_path() else "python"
     else:
@@ -206,6 +219,7 @@ def parse_args(argv: list[str]) -> Config:
         artifacts=args.artifacts.resolve(),
         out=out,
         smoke=args.smoke,
+        phases=tuple(phases),
         targets=targets,
         command=" ".join(["python -m bench", *argv]),
     )
@@ -544,17 +558,18 @@ def main(argv: list[str] | None = None) -> int:
     repository_results = None
     explain_results = None
     monitoring_results = None
-    if any(t.key == "litert" for t in config.targets):  # issue 14, its own section
-        repository_results = repository.measure(repository.options_for_bench(config, version_dir))
-        text = repository.with_section(text, repository.section(repository_results))
-        explain_results = explain.measure(
-            explain.options_for_bench(config, version_dir)
-        )  # issue 17
-        text = explain.with_section(text, explain.section(explain_results))
-        monitoring_results = monitoring.measure(
-            monitoring.options_for_bench(config, version_dir)
-        )  # issue 15
-        text = monitoring.with_section(text, monitoring.section(monitoring_results))
+    if any(t.key == "litert" for t in config.targets):  # each phase writes its own section
+        if "repository" in config.phases:  # issue 14
+            options = repository.options_for_bench(config, version_dir)
+            repository_results = repository.measure(options)
+            text = repository.with_section(text, repository.section(repository_results))
+        if "explain" in config.phases:  # issue 17
+            explain_results = explain.measure(explain.options_for_bench(config, version_dir))
+            text = explain.with_section(text, explain.section(explain_results))
+        if "monitoring" in config.phases:  # issue 15
+            options = monitoring.options_for_bench(config, version_dir)
+            monitoring_results = monitoring.measure(options)
+            text = monitoring.with_section(text, monitoring.section(monitoring_results))
     if config.out is not None:
         config.out.write_text(text)
         print(f"bench: wrote {config.out}")

@@ -12,6 +12,9 @@ import pytest
 from tests.support import ServerProcess
 
 TOKEN = "hardening-token"  # both API_KEY and ADMIN_TOKEN: every route needs it
+# Explanations as cheap as they go (a few coalitions' rows each): the fuzzers send hundreds, and
+# their cost is the explainer's, not the input handling the hardening tests are about.
+EXPLAIN_EVALUATIONS = 64
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -27,7 +30,13 @@ def hardening_artifacts(tmp_path_factory: pytest.TempPathFactory, iris_bundle: P
 def server(hardening_artifacts: Path) -> Iterator[ServerProcess]:
     """``python -m service`` on the Iris bundle, with API_KEY and ADMIN_TOKEN set."""
     log = hardening_artifacts.parent / "server.log"
-    process = ServerProcess(hardening_artifacts, log_path=log, api_key=TOKEN, admin_token=TOKEN)
+    process = ServerProcess(
+        hardening_artifacts,
+        log_path=log,
+        api_key=TOKEN,
+        admin_token=TOKEN,
+        explain_evaluations=EXPLAIN_EVALUATIONS,
+    )
     process.start(wait="/readyz")
     yield process
     process.stop()
@@ -46,7 +55,12 @@ def typed_server(typed_artifacts: Path) -> Iterator[ServerProcess]:
     """``python -m service`` on the typed bundle (numbers, text, true/false, blanks)."""
     log = typed_artifacts.parent / "server.log"
     process = ServerProcess(
-        typed_artifacts, log_path=log, model_name="churn", api_key=TOKEN, admin_token=TOKEN
+        typed_artifacts,
+        log_path=log,
+        model_name="churn",
+        api_key=TOKEN,
+        admin_token=TOKEN,
+        explain_evaluations=EXPLAIN_EVALUATIONS,
     )
     process.start(wait="/readyz")
     yield process
