@@ -177,7 +177,7 @@ class Monitor:
         self.thread: threading.Thread | None = None
         self.dropped = 0
         self.exported: dict[int, float] = {}  # when each version's drift gauges were last set
-        self.pending: dict[int, LoadedModel] = {}  # versions whose window changed since
+        self.pending: dict[int, LoadedModel] = {}  # versions whose window changed since then
         # Rows queued = rows_in - rows_out, each counter written by one thread only.
         self.rows_in = 0
         self.rows_out = 0
