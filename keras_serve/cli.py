@@ -117,6 +117,19 @@ def runtime_option(function: F) -> F:
     )(function)
 
 
+def missing_values_option(help_text: str) -> Callable[[F], F]:
+    """``--missing-values refuse|impute`` (``MISSING_VALUES``), as the service reads blanks."""
+    return click.option(
+        "--missing-values",
+        type=click.Choice(["refuse", "impute"]),
+        envvar="MISSING_VALUES",
+        default="refuse",
+        show_default=True,
+        show_envvar=True,
+        help=help_text,
+    )
+
+
 def json_option(function: F) -> F:
     return click.option(
         "--json",
@@ -152,15 +165,9 @@ def json_option(function: F) -> F:
     help="Version to rescore with: ARTIFACTS/NAME/N, verified as the service verifies it.",
 )
 @runtime_option
-@click.option(
-    "--missing-values",
-    type=click.Choice(["refuse", "impute"]),
-    envvar="MISSING_VALUES",
-    default="refuse",
-    show_default=True,
-    show_envvar=True,
-    help="A blank in a feature that had none in training: refuse the row (it counts as "
-    "unscorable) or impute it, as the service's MISSING_VALUES does.",
+@missing_values_option(
+    "A blank in a feature that had none in training: refuse the row (it counts as "
+    "unscorable) or impute it, as the service's MISSING_VALUES does."
 )
 @json_option
 def replay(

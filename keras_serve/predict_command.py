@@ -13,7 +13,13 @@ from typing import Any
 
 import click
 
-from keras_serve.cli import CONTEXT, BadInput, artifacts_option, runtime_option
+from keras_serve.cli import (
+    CONTEXT,
+    BadInput,
+    artifacts_option,
+    missing_values_option,
+    runtime_option,
+)
 
 
 class ServiceFailed(BadInput):
@@ -100,15 +106,9 @@ class _Bar:
     "service serves.",
 )
 @runtime_option
-@click.option(
-    "--missing-values",
-    type=click.Choice(["refuse", "impute"]),
-    envvar="MISSING_VALUES",
-    default="refuse",
-    show_default=True,
-    show_envvar=True,
-    help="Offline: a blank in a feature that had none in training is refused or imputed, as "
-    "the service's MISSING_VALUES says.",
+@missing_values_option(
+    "Offline: a blank in a feature that had none in training is refused or imputed, as "
+    "the service's MISSING_VALUES says."
 )
 @click.option(
     "--url",
