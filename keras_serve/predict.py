@@ -589,7 +589,7 @@ def predict_url(
             while in_flight:
                 write(*in_flight.popleft())
         except BaseException:
-            sender.stop()  # no more retries; requests under way are cut short
+            sender.stop()  # no more retries; requests under way finish, then the client closes
             for _, future in in_flight:
                 future.cancel()
             raise
@@ -635,8 +635,10 @@ class _Sender:
         self.stopped = threading.Event()
 
     def stop(self) -> None:
+        """No more retries: a chunk waiting out a Retry-After gives up at once. Requests under
+        way finish (within their timeout) before the client is closed, so that every
+        connection is closed with it."""
         self.stopped.set()
-        self.client.close()
 
     def send(self, chunk: Chunk) -> list[tuple[str, Chunk]]:
         """The chunk's CSV answer (one per piece of a chunk the service split) with its rows."""
