@@ -234,6 +234,9 @@ def create_app(settings: Settings | None = None, observed: bool = True) -> Servi
         version="0.1.0",
         lifespan=_lifespan(settings, observed, admission := Admission(settings.max_concurrency)),
         telemetry=_telemetry(settings),
+        # The route table serves /docs and /redoc with their files from the service itself.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.add_exception_handler(ServiceError, _service_error)

@@ -182,7 +182,7 @@ def model_summary(registry: Registry) -> dict[str, Any]:
     return summary
 
 
-def _card(registry: Registry) -> dict[str, Any]:
+def model_card_of(registry: Registry) -> dict[str, Any]:
     """The summary, every version's state, and the served version's metadata and metrics."""
     card = model_summary(registry)
     card["versions"] = [
@@ -211,7 +211,7 @@ def _card(registry: Registry) -> dict[str, Any]:
 async def model_card(request: Request) -> Response:
     """The default model's card: metadata, test metrics and confusion matrix of the served
     version, and every version found."""
-    return JSONBytes(_card(_plane(request).registry()))
+    return JSONBytes(model_card_of(_plane(request).registry()))
 
 
 async def models(request: Request) -> Response:
@@ -228,7 +228,7 @@ async def models(request: Request) -> Response:
 
 async def named_model_card(request: Request) -> Response:
     """One model's card, as ``GET /model`` gives the default model's."""
-    return JSONBytes(_card(_plane(request).registry(request.path_params["name"])))
+    return JSONBytes(model_card_of(_plane(request).registry(request.path_params["name"])))
 
 
 async def model_drift(request: Request) -> Response:

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 from fastapi.routing import APIRoute
 from starlette.convertors import Convertor, register_url_convertor
 
 from service import schemas
 from service.api import endpoints as e
+from service.api import pages
 from service.http import PlainRoute
 
 Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
@@ -139,6 +140,17 @@ OPERATIONS = [
               "KServe V1 explain: answered as /explain", name="v1_explain",
               version_summary="KServe V1 explain with a loaded version",
               docs=_post(schemas.EXPLAIN_BODY, {**schemas.STANDARD_ERRORS, 409: _NO_BACKGROUND})),
+    # Pages for people (not in the OpenAPI document): the model page and the API docs, whose
+    # Swagger UI and ReDoc files the service serves itself (pages.mount_assets)
+    Operation(("/",), pages.model_page, tag="pages", name="model_page",
+              docs={"include_in_schema": False, "response_class": HTMLResponse}),
+    Operation(("/docs",), pages.swagger_ui, tag="pages", name="swagger_ui",
+              docs={"include_in_schema": False, "response_class": HTMLResponse}),
+    Operation(("/docs/oauth2-redirect",), pages.swagger_ui_redirect, tag="pages",
+              name="swagger_ui_redirect",
+              docs={"include_in_schema": False, "response_class": HTMLResponse}),
+    Operation(("/redoc",), pages.redoc, tag="pages", name="redoc",
+              docs={"include_in_schema": False, "response_class": HTMLResponse}),
     Operation(("/healthz",), e.healthz, summary="Liveness: the process answers",
               docs={"response_model": schemas.HealthResponse}),
     Operation(("/readyz",), e.readyz, summary="Readiness: a verified model is loaded",
@@ -226,4 +238,5 @@ def add_routes(app: FastAPI) -> list[APIRoute]:
             )
             if operation.hot:
                 hot.append(app.router.routes[-1])
+    pages.mount_assets(app)
     return hot  # type: ignore[return-value]

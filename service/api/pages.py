@@ -1,0 +1,80 @@
+"""The pages for people: the model page (``GET /``) and the API docs (``/docs``, ``/redoc``),
+which load Swagger UI and ReDoc from the service itself (the ``fastapi-offline`` package's copy
+of their files), never from a CDN: they work on a network with no way out."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from service.api.endpoints import model_card_of
+from service.errors import ServiceError
+from service.page import render_missing, render_page, security_headers
+
+DOCS_ASSETS = "/docs/assets"
+_OAUTH2_REDIRECT = "/docs/oauth2-redirect"
+
+
+def mount_assets(app: FastAPI) -> None:
+    """Serve the Swagger UI and ReDoc files under ``/docs/assets``."""
+    directory = resources.files("fastapi_offline").joinpath("static")
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(directory)), name="docs-assets")
+
+
+async def model_page(request: Request) -> Response:
+    """The model page: the card of the model ``?model=`` names (default: the default model, or
+    the first served), its metrics, confusion matrix, features, versions, live counts and a
+    form to try it. 404 naming the models for a model not served."""
+    repository = request.app.state.plane.repository
+    names = repository.names()
+    asked = request.query_params.get("model")
+    try:
+        if asked is not None:
+            registry = repository.get(asked)
+        else:
+            registry = repository.default_or_none() or (
+                repository.get(names[0]) if names else repository.default()
+            )
+    except ServiceError as error:
+        return HTMLResponse(
+            render_missing(error.message, names), error.status_code, headers=security_headers()
+        )
+    card = model_card_of(registry)
+    html = render_page(card, names, request.app.state.settings.api_key is not None)
+    return HTMLResponse(html, 200 if card["ready"] else 503, headers=security_headers())
+
+
+async def swagger_ui(request: Request) -> Response:
+    root = request.scope.get("root_path", "")
+    return get_swagger_ui_html(
+        openapi_url=f"{root}{request.app.openapi_url}",
+        title=f"{request.app.title} - Swagger UI",
+        oauth2_redirect_url=f"{root}{_OAUTH2_REDIRECT}",
+        swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+        swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+        swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+        swagger_ui_parameters=request.app.swagger_ui_parameters,
+    )
+
+
+async def swagger_ui_redirect(request: Request) -> Response:
+    return get_swagger_ui_oauth2_redirect_html()
+
+
+async def redoc(request: Request) -> Response:
+    root = request.scope.get("root_path", "")
+    return get_redoc_html(
+        openapi_url=f"{root}{request.app.openapi_url}",
+        title=f"{request.app.title} - ReDoc",
+        redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+        redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+        with_google_fonts=False,
+    )
