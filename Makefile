@@ -10,7 +10,7 @@ export ARTIFACTS_DIR ?= artifacts
 # every model under ARTIFACTS_DIR (MODEL_NAME=*), or what MODEL_NAME in the environment says.
 DEFAULT_BUNDLE ?= iris
 
-.PHONY: install run train test test-fast lint format proto bench bench-quality harden clean
+.PHONY: install browser run train test test-fast lint format proto bench bench-quality harden clean
 
 install: $(STAMP)
 
@@ -29,7 +29,15 @@ run: install
 train: install
 	$(PY) -m training
 
-test: install
+## Debian's Chromium and ChromeDriver, for the model page's tests (tests/page) and its benchmark:
+## installed as root when missing; otherwise those tests skip (unless REQUIRE_BROWSER=1).
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
+		|| { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null 2>&1; }; }; } \
+		|| echo "chromium not installed: the model page's browser tests skip"
+
+test: install browser
 	$(PY) -m pytest
 
 test-fast: install
@@ -49,8 +57,8 @@ proto: install
 	$(PY) -m service.grpc_api._generate
 
 ## Load benchmark (bench/RESULTS.md): trains the Iris bundle if missing, installs wrk and h2load
-## (nghttp2-client, for gRPC) if it can.
-bench: install
+## (nghttp2-client, for gRPC) and Chromium (the model page's load time) if it can.
+bench: install browser
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 		&& { apt-get install -y -qq wrk >/dev/null 2>&1 \
 		|| { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk >/dev/null 2>&1; }; }; } \

@@ -230,6 +230,15 @@ def test_container_serves_and_stops_cleanly_on_sigterm(image: str, container, re
     assert set(row["probabilities"]) == {"setosa", "versicolor", "virginica"}
     assert abs(sum(row["probabilities"].values()) - 1) < 1e-4
 
+    # The model page and the API docs, whose files the image carries (no CDN).
+    page = httpx.get(server.url + "/", timeout=10)
+    assert page.status_code == 200 and "<form id='try'" in page.text, page.text[:500]
+    assert "content-security-policy" in page.headers
+    for asset in ("/docs", "/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css"):
+        served = httpx.get(server.url + asset, timeout=10)
+        assert served.status_code == 200 and len(served.content) > 500, asset
+    report("GET / (model page) and /docs with its Swagger UI files: 200")
+
     # V2 clients take the input's name from the model metadata.
     metadata = httpx.get(server.url + "/v2/models/iris", timeout=10)
     assert metadata.status_code == 200, metadata.text
