@@ -36,6 +36,7 @@ async def model_page(request: Request) -> Response:
     repository = request.app.state.plane.repository
     names = repository.names()
     asked = request.query_params.get("model")
+    root = request.scope.get("root_path", "")
     try:
         if asked is not None:
             registry = repository.get(asked)
@@ -44,11 +45,10 @@ async def model_page(request: Request) -> Response:
                 repository.get(names[0]) if names else repository.default()
             )
     except ServiceError as error:
-        return HTMLResponse(
-            render_missing(error.message, names), error.status_code, headers=security_headers()
-        )
+        html = render_missing(error.message, names, root)
+        return HTMLResponse(html, error.status_code, headers=security_headers())
     card = model_card_of(registry)
-    html = render_page(card, names, request.app.state.settings.api_key is not None)
+    html = render_page(card, names, request.app.state.settings.api_key is not None, root)
     return HTMLResponse(html, 200 if card["ready"] else 503, headers=security_headers())
 
 

@@ -52,7 +52,7 @@ def security_headers() -> dict[str, str]:
             "connect-src 'self'",
             "img-src data:",
             "form-action 'self'",
-            "base-uri 'none'",
+            "base-uri 'self'",
             "frame-ancestors 'none'",
         )
     )
@@ -83,12 +83,14 @@ def _score(value: Any, decimals: int = 4) -> str:
     return _number(value)
 
 
+# Links are relative to the document's <base>, the service's root (its root_path behind a proxy
+# that strips a prefix), so the page works under any prefix.
 def _page_url(model: str) -> str:
-    return "/?" + urlencode({"model": model})
+    return "./?" + urlencode({"model": model})
 
 
 def _model_path(name: str) -> str:
-    return "/models/" + quote(name, safe="")
+    return "models/" + quote(name, safe="")
 
 
 # -- sections ------------------------------------------------------------------------------------
@@ -124,8 +126,8 @@ def _header(card: Mapping[str, Any], models: Sequence[str], api_key: bool) -> st
     return (
         f"<header><div><h1 id='model-name'>{escape(name)}</h1>"
         f"<p class='facts'>{' · '.join(facts)}</p>{switch}</div>"
-        f"<div class='links'><a href='/docs'>API docs</a> <a href='{escape(_model_path(name))}'>"
-        f"card (JSON)</a> <a href='/metrics'>metrics</a>{key}</div></header>"
+        f"<div class='links'><a href='docs'>API docs</a> <a href='{escape(_model_path(name))}'>"
+        f"card (JSON)</a> <a href='metrics'>metrics</a>{key}</div></header>"
     )
 
 
@@ -304,7 +306,7 @@ def _live(name: str, version: Any) -> str:
         "<p>Requests answered: <b id='live-requests'>…</b> "
         "<small id='live-statuses'></small></p>"
         "<p>Predictions of this version by label:</p><ul id='live-labels'></ul></div>"
-        "<p class='note'>From <a href='/metrics'>/metrics</a>, refreshed every 2 s (one worker's "
+        "<p class='note'>From <a href='metrics'>/metrics</a>, refreshed every 2 s (one worker's "
         "counts unless PROMETHEUS_MULTIPROC_DIR is set).</p></section>"
     )
 
@@ -373,9 +375,22 @@ def _form(name: str, features: Sequence[Mapping[str, Any]], reference: Any) -> s
 
 
 # -- the document --------------------------------------------------------------------------------
-def render_page(card: Mapping[str, Any], models: Iterable[str], api_key: bool) -> str:
+def _head(title: str, root: str) -> str:
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<base href='{escape(root.rstrip('/') + '/')}'>"
+        f"<title>{escape(title)} · keras-serve</title><link rel='icon' href='data:,'>"
+        f"<style>{_asset('page.css')}</style></head><body>"
+    )
+
+
+def render_page(
+    card: Mapping[str, Any], models: Iterable[str], api_key: bool, root: str = ""
+) -> str:
     """The page of the model ``card`` (as ``GET /models/{name}`` answers it); ``models`` are
-    every served model's names, for the switcher; ``api_key``: the form asks for the key."""
+    every served model's names, for the switcher; ``api_key``: the form asks for the key;
+    ``root``: the path the service is served under (ASGI ``root_path``)."""
     name = str(card["name"])
     models = list(models)
     title = f"{name} v{card['version']}" if card.get("ready") else f"{name} (not ready)"
@@ -400,22 +415,16 @@ def render_page(card: Mapping[str, Any], models: Iterable[str], api_key: bool) -
             + _versions(card)
         )
     return (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>{escape(title)} · keras-serve</title><link rel='icon' href='data:,'>"
-        f"<style>{_asset('page.css')}</style></head><body>"
-        f"{_header(card, models, api_key)}<main>{body}</main>"
+        _head(title, root) + f"{_header(card, models, api_key)}<main>{body}</main>"
         f"<script>{_asset('page.js')}</script></body></html>"
     )
 
 
-def render_missing(message: str, models: Iterable[str]) -> str:
+def render_missing(message: str, models: Iterable[str], root: str = "") -> str:
     """A page for a model that is not served, linking the ones that are."""
     links = "".join(f"<li><a href='{escape(_page_url(m))}'>{escape(m)}</a></li>" for m in models)
     return (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        "<title>Not found · keras-serve</title><link rel='icon' href='data:,'>"
-        f"<style>{_asset('page.css')}</style></head><body><main><section id='not-found'>"
+        _head("Not found", root) + "<main><section id='not-found'>"
         f"<h1>Not found</h1><p id='error'>{escape(message)}</p><ul>{links}</ul>"
-        "<p><a href='/docs'>API docs</a></p></section></main></body></html>"
+        "<p><a href='docs'>API docs</a></p></section></main></body></html>"
     )

@@ -122,7 +122,7 @@
     if (!live || document.hidden) return;
     let text;
     try {
-      const response = await fetch("/metrics", { headers: { Accept: "text/plain" } });
+      const response = await fetch("metrics", { headers: { Accept: "text/plain" } });
       if (!response.ok) return;
       text = await response.text();
     } catch (_) { return; }
