@@ -1,7 +1,8 @@
 """``keras-serve predict``: score a CSV file offline from a bundle, or through a running service.
 
-Only options and the progress bar here; the work is :mod:`keras_serve.predict`, imported when
-the command runs so that ``--help`` stays fast.
+Only options and the progress bar here; the work is :mod:`keras_serve.predict` (offline) and
+:mod:`keras_serve.remote` (with ``--url``), imported when the command runs so that ``--help``
+stays fast.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def command(
     a running service. Either way the file is the same. A row the model cannot read stops the
     run (exit code 2) naming its row and line; OUT is then not written.
     """
-    from keras_serve import predict
+    from keras_serve import predict, remote
 
     context = click.get_current_context()
     if url is not None:
@@ -186,7 +187,7 @@ def command(
             model = predict.load_model(artifacts, name, version, runtime, missing_values, note)
             summary = predict.predict_local(data, out, model, chunk_rows, progress=bar)
         else:
-            summary = predict.predict_url(
+            summary = remote.predict_url(
                 data,
                 out,
                 url,
