@@ -139,19 +139,31 @@ def _metrics(report: Mapping[str, Any] | None, threshold: Any) -> str:
     keys += [
         k
         for k, v in report.items()
-        if k not in _METRIC_NAMES and isinstance(v, int | float) and not isinstance(v, bool)
+        if k not in _METRIC_NAMES
+        and k != "threshold"  # the served one is shown below
+        and isinstance(v, int | float)
+        and not isinstance(v, bool)
     ]
+    positive = report.get("positive_class")
     for key in keys:
         value = _score(report[key])
         if key == "baseline_accuracy" and report.get("baseline_label") is not None:
-            value += f" <small>(always {escape(str(report['baseline_label']))!r})</small>"
+            value += f" <small>(always '{escape(str(report['baseline_label']))}')</small>"
+        if key == "roc_auc" and positive is not None:
+            value += f" <small>(positive class '{escape(str(positive))}')</small>"
         label = _METRIC_NAMES.get(key, key.replace("_", " "))
         rows.append(
             f"<tr data-metric='{escape(key)}'><th>{escape(label)}</th><td>{value}</td></tr>"
         )
+    # The threshold served (the card's), which a label or retraining may have moved from the
+    # one the report was made with.
     if isinstance(threshold, int | float) and not isinstance(threshold, bool):
+        of = (
+            f" <small>(on the probability of '{escape(str(positive))}')</small>" if positive else ""
+        )
         rows.append(
-            f"<tr data-metric='threshold'><th>threshold</th><td>{_score(threshold)}</td></tr>"
+            "<tr data-metric='threshold'><th>decision threshold</th>"
+            f"<td>{_score(threshold)}{of}</td></tr>"
         )
     per_class = report.get("per_class")
     classes = ""

@@ -235,3 +235,20 @@ def test_the_api_docs_load_their_files_from_the_service(client: TestClient) -> N
     # Pages are not API operations.
     paths = client.get("/openapi.json").json()["paths"]
     assert not {"/", "/docs", "/redoc"} & set(paths)
+
+
+def test_a_binary_models_threshold_is_the_served_one_once() -> None:
+    card = {
+        "name": "churn",
+        "ready": True,
+        "version": 2,
+        "runtime": "litert",
+        "threshold": 0.3,  # served: moved from the report's 0.5
+        "metadata": {"target": "churned", "task": "binary", "classes": ["no", "yes"]},
+        "features": [{"name": "age", "kind": "numeric", "min": 1.0, "max": 9.0}],
+        "metrics": {"accuracy": 0.85, "roc_auc": 0.92, "positive_class": "yes", "threshold": 0.5},
+    }
+    html = render_page(card, ["churn"], api_key=False)
+    (row,) = re.findall(r"<tr data-metric='threshold'>(.*?)</tr>", html)
+    assert "0.3000" in row and "'yes'" in row
+    assert "(positive class 'yes')" in html
