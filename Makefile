@@ -69,6 +69,7 @@ bench: install browser
 		|| echo "h2load not installed: the gRPC loads use the slower Python client (bench/grpc_load.py)"
 	$(PY) -m bench
 	$(PY) -m bench.batch_predict
+	$(PY) -m bench.page --screenshot docs/model-page.png
 
 ## Held-out quality on real tables with text and blanks, against HistGradientBoosting
 ## (bench/QUALITY.md).

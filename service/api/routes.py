@@ -151,6 +151,8 @@ OPERATIONS = [
               docs={"include_in_schema": False, "response_class": HTMLResponse}),
     Operation(("/redoc",), pages.redoc, tag="pages", name="redoc",
               docs={"include_in_schema": False, "response_class": HTMLResponse}),
+    Operation((pages.REDOC_JS,), pages.redoc_script, tag="pages", name="redoc_script",
+              docs={"include_in_schema": False}),
     Operation(("/healthz",), e.healthz, summary="Liveness: the process answers",
               docs={"response_model": schemas.HealthResponse}),
     Operation(("/readyz",), e.readyz, summary="Readiness: a verified model is loaded",
