@@ -10,7 +10,7 @@ export ARTIFACTS_DIR ?= artifacts
 # every model under ARTIFACTS_DIR (MODEL_NAME=*), or what MODEL_NAME in the environment says.
 DEFAULT_BUNDLE ?= iris
 
-.PHONY: install browser run train test test-fast lint format proto bench bench-quality harden clean
+.PHONY: install browser docs run train test test-fast lint format proto bench bench-quality harden clean
 
 install: $(STAMP)
 
@@ -46,6 +46,12 @@ test-fast: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m service.settings_doc --check README.md
+
+## Regenerate README.md's settings table from service/settings.py's Settings
+## (tests/docs/test_settings_table.py fails while they differ).
+docs: install
+	$(PY) -m service.settings_doc --write README.md
 
 format: install
 	$(PY) -m ruff format .

@@ -23,55 +23,73 @@ class Settings(BaseSettings):
     )
     model_name: str = Field(
         "*",
-        description="The model to serve, a comma-separated list, or * for every model directory "
-        "under ARTIFACTS_DIR (including ones that appear later, with POLL_SECONDS).",
+        description="The models to serve: one name, a comma-separated list (`iris,penguins`: "
+        "every one must be ready for `/readyz`), or `*` (or empty): every model "
+        "directory under `ARTIFACTS_DIR`, including ones that appear later (with "
+        "polling).",
     )
     default_model: str | None = Field(
         None,
-        description="The model /predict and /admin/reload|rollback act on; unset: the only "
-        "model (with several, /predict answers 404 listing them).",
+        description="The model `/predict`, `/model`, `/admin/reload` and `/admin/rollback` act "
+        "on; unset, the only model served. With several models and none named, "
+        "`/predict` answers 404 listing them: set it in production.",
     )
     model_version: int | None = Field(
         None,
         ge=1,
-        description="Pin the served version of every model; unset serves the highest valid one "
-        "and upgrades.",
+        description="Pin this version of every model; unset serves the highest valid one (and, "
+        "with polling, upgrades).",
     )
     model_versions: str = Field(
         "latest",
-        description="Versions loaded and answerable at once: latest (the newest valid one, and "
-        "the one it replaced after a swap), latest:N (the N newest), all, or a list such as "
-        "1,3; labelled versions are always loaded.",
+        description="Versions loaded and answerable at once: `latest` (the newest valid one, and "
+        "the one it replaced after a swap), `latest:N` (the N newest), `all`, or a "
+        "list such as `1,3` (only those); versions a label or the shadow names are "
+        "always loaded.",
     )
     model_runtime: Literal["litert", "keras"] | None = Field(
         None,
-        description="litert (no TensorFlow) or keras; unset picks litert when the bundle has it.",
+        description="`litert` (no TensorFlow) or `keras`; unset picks `litert` when the bundle "
+        "has `model.tflite` and ai-edge-litert is installed.",
     )
     missing_values: Literal["refuse", "impute"] = Field(
         "refuse",
-        description="A blank (null, empty CSV cell) in a feature that had no blanks in training: "
-        "refuse it (422), or impute it as training did (median, or the unseen category) with a "
-        "warning. Blanks in features that had them in training are always answered.",
+        description="A blank (JSON `null`, an empty CSV cell) in a feature that had no blanks in "
+        "training: `refuse` answers 422 naming the feature; `impute` answers it as "
+        "training would (the median, or the unseen category) with a warning. Blanks "
+        "in features that had them in training are always answered, with a warning.",
     )
-    host: str = Field("127.0.0.1", description="Address to bind; the Docker image sets 0.0.0.0.")
+    host: str = Field("127.0.0.1", description="Address to bind; the Docker image sets `0.0.0.0`.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
     grpc_port: int = Field(
         8081,
         ge=0,
         le=65535,
-        description="Port of the gRPC Open Inference Protocol and health services; 0 turns gRPC off.",
+        description="Port of the gRPC Open Inference Protocol and `grpc.health.v1` services (same"
+        " `HOST`); `0` turns gRPC off.",
     )
     workers: int = Field(
         1, ge=1, le=64, description="uvicorn worker processes; each loads the model."
     )
     api_key: SecretStr | None = Field(
-        None, description="If set, prediction routes need 'Authorization: Bearer <key>'."
+        None,
+        description="If set, prediction routes need `Authorization: Bearer <key>` (401 otherwise;"
+        " gRPC: the `authorization` metadata of ModelInfer); health routes stay open."
+        " Visible ASCII only: empty, blank, or inner whitespace/control/non-ASCII "
+        "characters stop the start (exit 2); surrounding whitespace (a key file's "
+        "newline) is removed with a warning.",
     )
     admin_token: SecretStr | None = Field(
-        None, description="If set, enables /admin/* with 'Authorization: Bearer <token>'."
+        None,
+        description="If set, enables `/admin/*` with `Authorization: Bearer <token>`; same rules "
+        "as `API_KEY` (empty or blank stops the start: unset it to turn the admin "
+        "routes off).",
     )
     poll_seconds: float = Field(
-        0.0, ge=0, description="Look for new versions this often (seconds); 0 turns polling off."
+        0.0,
+        ge=0,
+        description="Look for new versions this often (seconds); `0` turns polling off (a version"
+        " published later is not picked up).",
     )
     max_batch_rows: int = Field(
         10_000, ge=1, description="Most rows one request may carry (413 beyond)."
@@ -83,8 +101,9 @@ class Settings(BaseSettings):
         8192,
         ge=64,
         le=1 << 22,
-        description="Model rows evaluated per explained row: Shapley values are exact when "
-        "every coalition fits (2**features; the background summarised to fit), sampled beyond.",
+        description="Model rows evaluated per explained row: Shapley values are exact when every "
+        "coalition fits (`2**features`; the background summarised to fit), sampled "
+        "with an error bound beyond.",
     )
     payload_log_dir: Path | None = Field(
         None,
@@ -92,13 +111,16 @@ class Settings(BaseSettings):
         "payloads-<pid>.jsonl here, rotated by size; unset: no payload log.",
     )
     payload_log_sample: float = Field(
-        1.0, ge=0, le=1, description="Share of requests the payload log (and its events) keeps."
+        1.0,
+        ge=0,
+        le=1,
+        description="Share of requests the payload log (and its CloudEvents) keeps.",
     )
     payload_log_url: str | None = Field(
         None,
         pattern=r"^https?://[^\s]+$",
-        description="Send each logged request as CloudEvents (binary mode, as KServe's logger) "
-        "to this URL; unset: none.",
+        description="Also send each logged request as CloudEvents (binary mode, as KServe's "
+        "logger) to this http(s) URL; unset: none.",
     )
     payload_log_max_bytes: int = Field(
         64 * 1024 * 1024, ge=4096, description="Rotate the payload log file beyond this size."
@@ -110,25 +132,35 @@ class Settings(BaseSettings):
         1000,
         ge=0,
         le=1_000_000,
-        description="Rows per model version kept for feature drift (PSI against training); "
-        "0 turns drift tracking off.",
+        description="Rows per model version kept for feature drift (PSI against training); `0` "
+        "turns it off.",
     )
     max_body_bytes: int = Field(
-        8 * 1024 * 1024, ge=1024, description="Largest request body in bytes (413 beyond)."
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body, with or without `Content-Length` (413 beyond), and "
+        "largest gRPC message (RESOURCE_EXHAUSTED).",
     )
     batch_wait_ms: float = Field(
         0.0,
         ge=0,
         le=1000,
-        description="Keras runtime: extra wait to grow a batch; 0 runs at once when the model is idle.",
+        description="Keras runtime: extra wait to grow a batch; `0` runs at once when the model "
+        "is idle.",
     )
     max_concurrency: int = Field(
         256,
         ge=1,
-        description="Requests in flight at once; beyond it requests get 503 and Retry-After.",
+        description="Prediction requests in flight at once, REST and gRPC together; beyond it, "
+        "503 with `Retry-After` (gRPC: UNAVAILABLE).",
     )
     request_timeout_seconds: float = Field(
-        30.0, gt=0, description="A prediction taking longer than this is answered 503."
+        30.0,
+        gt=0,
+        description="A prediction taking longer (from its arrival) is answered 503; a prediction "
+        "whose body has not fully arrived by then is answered 408. The body is read "
+        "before the request takes one of the `MAX_CONCURRENCY` slots, so slow or "
+        "stalled uploads never hold one.",
     )
     shutdown_timeout_seconds: float = Field(
         20.0,
@@ -143,36 +175,43 @@ class Settings(BaseSettings):
     otel_telemetry: bool = Field(
         False,
         description="FastAPI's native OpenTelemetry spans, metrics and logs (they need an "
-        "OpenTelemetry SDK and providers, e.g. opentelemetry-instrument). Off, a request skips "
-        "FastAPI's look-up of the three global providers.",
+        "OpenTelemetry SDK and providers, e.g. `opentelemetry-instrument`); off, "
+        "requests skip FastAPI's look-up of the three global providers, and the "
+        "service warns at start if an `OTEL_*` variable or "
+        "`FASTAPI_OTEL_AUTO_CONFIGURE=true` is set.",
     )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
-        "info", description="Log level of the service and uvicorn."
+        "info",
+        description="`debug`, `info`, `warning`, `error` or `critical`, for the service and "
+        "uvicorn.",
     )
     max_header_bytes: int = Field(
         64 * 1024,
         ge=1024,
-        description="Largest request line and header section of a request, in bytes; beyond it "
-        "the request is answered 431 and its connection closed, before any route or auth runs.",
+        description="Largest request line and header section; beyond it 431 and the connection "
+        "closed, before any route or auth runs (counted as the bytes arrive: a huge "
+        "header is never buffered).",
     )
     max_headers: int = Field(
         100,
         ge=1,
-        description="Most header fields one request may carry (431 and the connection closed "
-        "beyond).",
+        description="Most header fields one request may carry (431 beyond, and the connection "
+        "closed).",
     )
     header_timeout_seconds: float = Field(
         10.0,
         gt=0,
         description="A request's line and headers must arrive within this many seconds of its "
-        "first byte (a new connection: of being accepted); else it is answered 408 (closed "
-        "without an answer if it sent nothing) and its connection closed.",
+        "first byte (a new connection: of being accepted); else 408 and the "
+        "connection closed (a connection that sent nothing is closed without an "
+        "answer).",
     )
     max_connections: int = Field(
         1000,
         ge=1,
-        description="Open HTTP connections per worker process; a connection beyond it is "
-        "answered 503 and closed at once. Keep it below the open-files limit (ulimit -n).",
+        description="Open HTTP connections per worker; a connection beyond it is answered 503 and"
+        " closed at once. Keep `WORKERS` times this below the open-files limit "
+        "(`ulimit -n`).",
     )
 
     @field_validator("model_name")

@@ -83,8 +83,7 @@ def _score(value: Any, decimals: int = 4) -> str:
     return _number(value)
 
 
-# Links are relative to the document's <base>, the service's root (its root_path behind a proxy
-# that strips a prefix), so the page works under any prefix.
+# Links are relative (see _head), so the page works behind a proxy that serves it under a prefix.
 def _page_url(model: str) -> str:
     return "./?" + urlencode({"model": model})
 
@@ -388,10 +387,12 @@ def _form(name: str, features: Sequence[Mapping[str, Any]], reference: Any) -> s
 
 # -- the document --------------------------------------------------------------------------------
 def _head(title: str, root: str) -> str:
+    """The document's head. Its links are relative: to the page's own address (``/``, the
+    service's root, however a proxy prefixes it), or to ``root`` (ASGI ``root_path``) when set."""
+    base = f"<base href='{escape(root.rstrip('/') + '/')}'>" if root else ""
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<base href='{escape(root.rstrip('/') + '/')}'>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'>{base}"
         f"<title>{escape(title)} · keras-serve</title><link rel='icon' href='data:,'>"
         f"<style>{_asset('page.css')}</style></head><body>"
     )

@@ -154,6 +154,8 @@ def test_links_follow_the_root_path_behind_a_proxy(artifacts_copy: Path) -> None
         html = client.get("/").text
     assert "<base href='/serving/'>" in html
     assert "data-predict='models/iris/predict'" in html
+    with TestClient(create_app(settings)) as client:  # no root_path: relative to the page
+        assert "<base" not in client.get("/").text
 
 
 def test_a_page_with_no_model_says_why(tmp_path: Path) -> None:
