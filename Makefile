@@ -10,7 +10,7 @@ export ARTIFACTS_DIR ?= artifacts
 # every model under ARTIFACTS_DIR (MODEL_NAME=*), or what MODEL_NAME in the environment says.
 DEFAULT_BUNDLE ?= iris
 
-.PHONY: install browser docs run train test test-fast lint format proto bench bench-quality harden clean
+.PHONY: install test-tools docs run train test test-fast lint format proto bench bench-quality harden clean
 
 install: $(STAMP)
 
@@ -29,15 +29,22 @@ run: install
 train: install
 	$(PY) -m training
 
-## Debian's Chromium and ChromeDriver, for the model page's tests (tests/page) and its benchmark:
-## installed as root when missing; otherwise those tests skip (unless REQUIRE_BROWSER=1).
-browser:
-	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
-		&& { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
-		|| { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null 2>&1; }; }; } \
-		|| echo "chromium not installed: the model page's browser tests skip"
+## The Debian packages the tests drive, installed as root when missing: Chromium and
+## ChromeDriver (the model page's tests, tests/page, and its benchmark), curl and openssl (the
+## documentation's examples, tests/docs). Elsewhere the browser tests skip (unless
+## REQUIRE_BROWSER=1).
+TEST_TOOLS := /usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver /usr/bin/curl:curl /usr/bin/openssl:openssl
+test-tools:
+	@missing=$$(for t in $(TEST_TOOLS); do test -x $${t%%:*} || echo $${t#*:}; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null 2>&1 \
+			|| { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null 2>&1; } \
+			|| echo "could not install" $$missing; \
+		else echo "not installed (needs root and apt-get):" $$missing; fi; \
+	fi
 
-test: install browser
+test: install test-tools
 	$(PY) -m pytest
 
 test-fast: install
@@ -64,7 +71,7 @@ proto: install
 
 ## Load benchmark (bench/RESULTS.md): trains the Iris bundle if missing, installs wrk and h2load
 ## (nghttp2-client, for gRPC) and Chromium (the model page's load time) if it can.
-bench: install browser
+bench: install test-tools
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 		&& { apt-get install -y -qq wrk >/dev/null 2>&1 \
 		|| { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk >/dev/null 2>&1; }; }; } \
