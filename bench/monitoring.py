@@ -785,13 +785,7 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, options.pin[1])
     options.source = ensure_bundle(artifacts)
     results = measure(options)
-    text = section(results)
-    if out is not None:
-        previous = out.read_text() if out.exists() else ""
-        out.write_text(with_section(previous, text))
-        print(f"bench: wrote the section {SECTION[3:]!r} of {out}")
-    else:
-        print(text)
+    report.publish(section(results), out, SECTION)
     if results.errors:
         print(f"bench: {results.errors} requests failed", file=sys.stderr)
         return 1

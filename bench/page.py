@@ -360,10 +360,6 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-def with_section(text: str, new: str) -> str:
-    return report.replace_section(text, SECTION, new)
-
-
 # -- running it ---------------------------------------------------------------------------------
 def parse_args(argv: list[str]) -> tuple[Options, Path | None]:
     parser = argparse.ArgumentParser(prog="python -m bench.page", description=__doc__)
@@ -415,13 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop_on_signal)
     ensure_bundle(options.artifacts)
     results = measure(options)
-    text = section(results)
-    if out is not None:
-        previous = out.read_text() if out.exists() else ""
-        out.write_text(with_section(previous, text))
-        print(f"bench: wrote the section {SECTION[3:]!r} of {out}")
-    else:
-        print(text)
+    report.publish(section(results), out, SECTION)
     if results.errors:
         print(f"bench: {results.errors} loads failed the page's checks", file=sys.stderr)
         return 1

@@ -641,3 +641,14 @@ def replace_section(text: str, heading: str, new: str) -> str:
     before = "\n".join(lines[:start]).rstrip("\n")
     after = "\n".join(lines[end:])
     return (before + "\n\n" if before else "") + new + ("\n" + after + "\n" if after else "")
+
+
+def publish(text: str, out: Path | None, heading: str) -> None:
+    """A phase's section ``text``: printed when ``out`` is None, else put in place of the
+    section under ``heading`` in ``out`` (appended when it has none)."""
+    if out is None:
+        print(text)
+        return
+    previous = out.read_text() if out.exists() else ""
+    out.write_text(replace_section(previous, heading, text))
+    print(f"bench: wrote the section {heading[3:]!r} of {out}")
