@@ -1,7 +1,8 @@
 """Batch scoring (issue 16): ``keras-serve predict`` of a 1,000,000-row, 13-column CSV, offline.
 
-``python -m bench.batch_predict [--rows N] [--runs N] [--chunk-rows N]`` prints a small table.
-Everything is made in a temporary directory:
+``python -m bench.batch_predict [--rows N] [--runs N] [--chunk-rows N] [--out FILE]`` replaces
+its section of bench/RESULTS.md (``--out -``: prints it). Everything is made in a temporary
+directory:
 
 - the model: scikit-learn's wine data set (13 numeric features, 3 classes) written as a CSV and
   trained with ``python -m training --data wine.csv --target target --epochs 10 --quiet``;
@@ -20,6 +21,7 @@ The figures are medians of the runs: the machine is shared, and the figures are 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import statistics
 import subprocess
@@ -29,7 +31,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import report
 from bench.servers import ROOT
+
+SECTION = "## Batch scoring: `keras-serve predict` (issue 16)"
 
 ROWS = 1_000_000
 RUNS = 3
@@ -157,7 +162,12 @@ def table(results: list[Run], rows: int, size: int, chunk_rows: int | None) -> s
     cpu = statistics.median(r.cpu_seconds for r in results)
     rate = rows / seconds
     chunks = f"{chunk_rows:,}" if chunk_rows is not None else "10,000 (the default)"
+    basics = report.machine_basics(())
     lines = [
+        SECTION,
+        "",
+        f"Measured by `python -m bench.batch_predict` on {basics['cpu']}, {basics['cores']} "
+        f"cores, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. "
         f"keras-serve predict, offline: {rows:,} rows x 13 columns ({size / 1e6:.0f} MB), "
         f"chunks of {chunks} rows, median of {len(results)} runs (whole process)",
         "",
@@ -182,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=ROWS, help=f"rows in the CSV ({ROWS:,})")
     parser.add_argument("--runs", type=int, default=RUNS, help=f"timed runs ({RUNS})")
     parser.add_argument("--chunk-rows", type=int, help="keras-serve predict's --chunk-rows")
+    parser.add_argument(
+        "--out", default=str(ROOT / "bench" / "RESULTS.md"),
+        help="results file whose section is replaced (default bench/RESULTS.md; - prints it)",
+    )  # fmt: skip
     parser.add_argument("--write", type=Path, metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rows < 1 or args.runs < 1:
@@ -191,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="batch-predict-") as work:
         results, size = measure(args.rows, args.runs, args.chunk_rows, Path(work))
-    print(table(results, args.rows, size, args.chunk_rows))
+    out = None if args.out == "-" else Path(args.out)
+    report.publish(table(results, args.rows, size, args.chunk_rows), out, SECTION)
     return 0
 
 
