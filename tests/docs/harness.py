@@ -2,7 +2,7 @@
 
 Each example runs with ``bash`` (``set -euo pipefail``) in a working directory prepared with
 what its text assumes (a trained bundle under ``artifacts/``, the CSV files the prose
-describes, ``.venv`` pointing at the project's), with ``.venv/bin`` first on ``PATH`` after
+describes, ``.venv`` pointing at the suite's own environment), with ``.venv/bin`` first on ``PATH`` after
 two shims (``kubectl``: no cluster here; ``make``: never reinstalls the shared environment), and
 a ``.curlrc`` that ends each answer with a line break, as a terminal shows it. Examples
 of one *chain* share that directory, the port the service listens on and the variables they
@@ -196,8 +196,9 @@ else:
 '''
 
 _MAKE = """#!/bin/sh
-# make for the examples: never reinstalls the shared virtual environment (the suite runs in it).
-exec {make} -o .venv/.installed "$@"
+# make for the examples: the suite's own virtual environment as the Makefile's VENV, never
+# reinstalled (the suite runs in it).
+exec {make} VENV={venv} -o {venv}/.installed "$@"
 """
 
 
@@ -208,7 +209,8 @@ def write_shims(directory: Path) -> Path:
     bin_dir.mkdir(parents=True, exist_ok=True)
     (bin_dir / "kubectl").write_text(_KUBECTL.format(python=sys.executable, root=str(ROOT)))
     make = shutil.which("make") or "/usr/bin/make"
-    (bin_dir / "make").write_text(_MAKE.format(make=shlex.quote(make)))
+    venv = shlex.quote(sys.prefix)
+    (bin_dir / "make").write_text(_MAKE.format(make=shlex.quote(make), venv=venv))
     for shim in bin_dir.iterdir():
         shim.chmod(0o755)
     (directory / "curlrc").mkdir(exist_ok=True)

@@ -4,13 +4,13 @@ bundles it names, a payload log written by the service itself."""
 from __future__ import annotations
 
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tests.conftest import make_typed_csv
-from tests.docs.markdown import ROOT
 
 IRIS_ROWS = (  # "Calling the service": rows.csv
     "petal_length,petal_width,sepal_length,sepal_width\n1.4,0.2,5.1,3.5\n5.2,2.3,6.7,3.0\n"
@@ -50,7 +50,8 @@ def base(work: Path, bundles: Bundles) -> None:
     """A checkout after ``make run``: ``.venv``, ``artifacts/iris/1``, and the files the prose
     describes (``rows.csv``, ``penguins-rows.csv``, ``churn.csv``, ``wine.csv``,
     ``data/churn.csv``)."""
-    (work / ".venv").symlink_to(ROOT / ".venv", target_is_directory=True)
+    # The suite's own virtual environment (``.venv`` under ``make test``; any other too).
+    (work / ".venv").symlink_to(sys.prefix, target_is_directory=True)
     shutil.copytree(bundles.iris, work / "artifacts" / "iris" / "1")
     (work / "rows.csv").write_text(IRIS_ROWS)
     (work / "penguins-rows.csv").write_text(PENGUINS_ROWS)
