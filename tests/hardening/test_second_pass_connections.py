@@ -26,6 +26,8 @@ ROW = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADERS = 30
 MAX_CONNECTIONS = 20
+# Real server processes, and waits for HEADER_TIMEOUT_SECONDS (and the close after it) to pass.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -140,6 +140,7 @@ def test_main_exits_2_with_one_line_naming_the_variable(
     assert "not so secret" not in line  # a refused secret is not echoed
 
 
+@pytest.mark.slow  # starts a server process
 def test_the_process_refuses_an_empty_api_key(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     server = ServerProcess(tmp_path, log_path=log, api_key="").start(wait=None)
@@ -149,6 +150,7 @@ def test_the_process_refuses_an_empty_api_key(tmp_path: Path) -> None:
     assert line.startswith("error: API_KEY: empty or only whitespace")
 
 
+@pytest.mark.slow  # starts a server process
 def test_the_process_accepts_a_key_given_with_a_trailing_newline(tmp_path: Path) -> None:
     """``API_KEY=$(cat keyfile)`` keeps nothing of the newline, but a Secret made from a file
     does: the process serves the key without it, and says so once, without the key."""

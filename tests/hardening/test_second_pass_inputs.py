@@ -58,6 +58,7 @@ def test_many_keys_are_scanned_once_not_once_per_key(monkeypatch: pytest.MonkeyP
     assert sum(scanned) <= 2 * len(body)
 
 
+@pytest.mark.slow  # starts a server process
 def test_many_keys_answer_422_from_the_server(server: ServerProcess) -> None:
     body = orjson.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]], **{f"k{i}": 1 for i in range(6000)}})
     response = httpx.post(
@@ -104,6 +105,7 @@ def _v2(tensor: bytes) -> bytes:
     return b'{"inputs": [' + tensor + b"]}"
 
 
+@pytest.mark.slow  # starts a server process
 @pytest.mark.parametrize(
     ("path", "body", "status", "key"),
     [
@@ -194,6 +196,7 @@ def test_a_quoted_line_break_in_the_header_is_named() -> None:
         parse_csv_body(body, SCHEMA)
 
 
+@pytest.mark.slow  # starts a server process
 def test_csv_line_breaks_against_the_server(server: ServerProcess) -> None:
     header = ",".join(IRIS).encode() + b"\n"
     for body, expected in [
@@ -261,6 +264,7 @@ def test_column_wise_warnings_match_the_per_cell_ones() -> None:
     assert [row["warnings"] for row in answer["predictions"]] == expected
 
 
+@pytest.mark.slow  # starts a server process
 def test_many_rows_outside_the_range_are_answered_alike(server: ServerProcess) -> None:
     rows = [[100.0 + i % 7, -5.0, 50.0, 0.2] for i in range(2000)]
     response = httpx.post(

@@ -18,30 +18,46 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import ServerProcess, metric, wait_until
+from tests.support import TLS, ServerProcess, metric, wait_until
 
 HOLD = 60.0
 STALLED = 6  # three times MAX_CONCURRENCY below
 ROW = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
+# Real server processes, and waits for REQUEST_TIMEOUT_SECONDS to pass.
+pytestmark = pytest.mark.slow
 
 
 def gauge(server: ServerProcess, name: str, **labels: str) -> float:
     return metric(server.url, name, **labels)
 
 
-@pytest.fixture
-def server(artifacts_copy: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+def start(artifacts: Path, log: Path, request_timeout_seconds: float) -> ServerProcess:
     process = ServerProcess(
-        artifacts_copy,
-        log_path=tmp_path / "server.log",
+        artifacts,
+        log_path=log,
         model_name="iris",
         model_runtime="litert",
         max_concurrency=2,
-        request_timeout_seconds=5,
+        request_timeout_seconds=request_timeout_seconds,
     )
-    with process:
-        process.wait_for("/readyz", timeout=HOLD)
-        yield process
+    process.start(wait="/readyz", timeout=HOLD)
+    return process
+
+
+@pytest.fixture
+def server(artifacts_copy: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+    """REQUEST_TIMEOUT_SECONDS=5: time enough for the predictions made while clients stall."""
+    process = start(artifacts_copy, tmp_path / "server.log", 5)
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def quick_server(artifacts_copy: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+    """REQUEST_TIMEOUT_SECONDS=1, for what happens after a 408 (which only has to come)."""
+    process = start(artifacts_copy, tmp_path / "server.log", 1)
+    yield process
+    process.stop()
 
 
 def stalled_client(server: ServerProcess, sent_body: bytes) -> socket.socket:
@@ -80,7 +96,7 @@ def test_stalled_bodies_take_no_slot_and_get_408(server: ServerProcess) -> None:
         )
         # Three times MAX_CONCURRENCY clients are stalled; predictions are still answered.
         for _ in range(5):
-            response = httpx.post(server.url + "/predict", json=ROW, timeout=HOLD)
+            response = httpx.post(server.url + "/predict", json=ROW, timeout=HOLD, verify=TLS)
             assert response.status_code == 200, response.text
         assert gauge(server, "http_predictions_in_flight") == 0
         # Each stalled client gets its 408 once REQUEST_TIMEOUT_SECONDS has passed.
@@ -100,10 +116,10 @@ def test_stalled_bodies_take_no_slot_and_get_408(server: ServerProcess) -> None:
     assert gauge(server, "http_overload_rejections_total", reason="concurrency") == 0
 
 
-def test_a_client_still_sending_after_its_408_is_disconnected(server: ServerProcess) -> None:
+def test_a_client_still_sending_after_its_408_is_disconnected(quick_server: ServerProcess) -> None:
     """The 408 says ``Connection: close`` and the server closes at once: a client dripping the
     rest of its body does not keep the connection for as long as it likes."""
-    connection = stalled_client(server, b'{"instances": ')
+    connection = stalled_client(quick_server, b'{"instances": ')
     try:
         connection.settimeout(0.5)
         deadline = time.monotonic() + HOLD

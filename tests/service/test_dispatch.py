@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -109,12 +110,27 @@ def serve(artifacts: Path, **overrides: Any) -> TestClient:
     return TestClient(create_app(settings), raise_server_exceptions=False)
 
 
-@pytest.fixture
-def direct_and_routed(artifacts_copy: Path) -> Iterator[tuple[TestClient, TestClient]]:
-    with serve(artifacts_copy) as direct, serve(artifacts_copy) as routed:
+@contextmanager
+def both_ways(artifacts: Path) -> Iterator[tuple[TestClient, TestClient]]:
+    """Two apps on ``artifacts``: one answering the hot routes directly, one routing every
+    request through FastAPI."""
+    with serve(artifacts) as direct, serve(artifacts) as routed:
         assert isinstance(routed.app, ServiceApp) and len(routed.app.hot_routes) == 12
         routed.app.hot_routes = ()  # every request through FastAPI's routing
         yield direct, routed
+
+
+@pytest.fixture
+def direct_and_routed(artifacts_copy: Path) -> Iterator[tuple[TestClient, TestClient]]:
+    with both_ways(artifacts_copy) as apps:
+        yield apps
+
+
+@pytest.fixture(scope="module")
+def shared_direct_and_routed(module_artifacts: Path) -> Iterator[tuple[TestClient, TestClient]]:
+    """The same pair for the comparisons below, which only send requests and compare answers."""
+    with both_ways(module_artifacts) as apps:
+        yield apps
 
 
 def comparable(response: Any) -> tuple[int, bytes, dict[str, str]]:
@@ -124,9 +140,9 @@ def comparable(response: Any) -> tuple[int, bytes, dict[str, str]]:
 
 @pytest.mark.parametrize(("case", "request_args"), REQUESTS, ids=[case for case, _ in REQUESTS])
 def test_direct_answers_equal_routed_answers(
-    direct_and_routed: tuple[TestClient, TestClient], case: str, request_args: dict[str, Any]
+    shared_direct_and_routed: tuple[TestClient, TestClient], case: str, request_args: dict[str, Any]
 ) -> None:
-    direct, routed = direct_and_routed
+    direct, routed = shared_direct_and_routed
     a = direct.post("/predict", **request_args)
     b = routed.post("/predict", **request_args)
     assert comparable(a) == comparable(b)
@@ -137,9 +153,9 @@ def test_direct_answers_equal_routed_answers(
     ("path", "request_args"), STANDARD, ids=[f"{p} {i}" for i, (p, _) in enumerate(STANDARD)]
 )
 def test_standard_protocols_answer_alike_both_ways(
-    direct_and_routed: tuple[TestClient, TestClient], path: str, request_args: dict[str, Any]
+    shared_direct_and_routed: tuple[TestClient, TestClient], path: str, request_args: dict[str, Any]
 ) -> None:
-    direct, routed = direct_and_routed
+    direct, routed = shared_direct_and_routed
     a = direct.post(path, **request_args)
     b = routed.post(path, **request_args)
     assert comparable(a) == comparable(b)

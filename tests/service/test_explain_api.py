@@ -26,6 +26,13 @@ FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 CLASSES = ["setosa", "versicolor", "virginica"]
 
 
+@pytest.fixture
+def client(module_client: TestClient) -> TestClient:
+    """Both runtimes, one app each for the module: the tests below only send requests (and
+    count them as differences)."""
+    return module_client
+
+
 def explain(client: Any, path: str = "/explain", **body: Any) -> dict[str, Any]:
     response = client.post(path, json={"instances": ROWS, **body})
     assert response.status_code == 200, response.text

@@ -25,7 +25,7 @@ from tests.service import publishing
 from tests.service.publishing import BREAKERS, publish
 from tests.support import ServerProcess
 
-POLL_SECONDS = 1.0
+POLL_SECONDS = 0.25  # several polls while a version is written in place (write_slowly: 2 s)
 HOLD = 60.0  # the longest a wait below may take before the test fails
 CLIENTS = 4
 MIN_REQUESTS = 2000

@@ -47,9 +47,9 @@ def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict]:
     ]
 
 
-def test_client_request_id_is_echoed(client: TestClient) -> None:
+def test_client_request_id_is_echoed(module_client: TestClient) -> None:
     for given in ("abc-123", "trace:4bf92f3577b34da6.a3ce929d0e0e4736", "x" * 128):
-        response = client.post(
+        response = module_client.post(
             "/predict", json={"instances": [ROW]}, headers={"x-request-id": given}
         )
         assert response.status_code == 200
@@ -60,19 +60,23 @@ def test_client_request_id_is_echoed(client: TestClient) -> None:
     "given",
     [None, b"", b"x" * 129, b"has space", b"<script>", b"a;b", b'quote"d', "\u00fcml".encode()],
 )
-def test_missing_or_unsafe_request_id_is_replaced(client: TestClient, given: bytes | None) -> None:
+def test_missing_or_unsafe_request_id_is_replaced(
+    module_client: TestClient, given: bytes | None
+) -> None:
     headers = {} if given is None else {"x-request-id": given}
-    first = client.get("/healthz", headers=headers).headers["x-request-id"]
-    second = client.get("/healthz", headers=headers).headers["x-request-id"]
+    first = module_client.get("/healthz", headers=headers).headers["x-request-id"]
+    second = module_client.get("/healthz", headers=headers).headers["x-request-id"]
     assert GENERATED.fullmatch(first) and GENERATED.fullmatch(second)
     assert first != second
 
 
-def test_error_answers_carry_the_request_id(client: TestClient) -> None:
+def test_error_answers_carry_the_request_id(module_client: TestClient) -> None:
     for response in (
-        client.post("/predict", content=b"{", headers={"content-type": "application/json"}),
-        client.get("/no/such/route"),
-        client.post("/predict", json={"instances": [[1.0]]}, headers={"x-request-id": "bad-1"}),
+        module_client.post("/predict", content=b"{", headers={"content-type": "application/json"}),
+        module_client.get("/no/such/route"),
+        module_client.post(
+            "/predict", json={"instances": [[1.0]]}, headers={"x-request-id": "bad-1"}
+        ),
     ):
         assert response.status_code in (400, 404, 422)
         assert "x-request-id" in response.headers

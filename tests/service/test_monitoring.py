@@ -23,7 +23,7 @@ import pytest
 from sklearn.datasets import load_iris
 
 from tests.conftest import FORMAT1_BUNDLE
-from tests.support import ServerProcess, metric, wait_until
+from tests.support import TLS, ServerProcess, metric, wait_until
 
 pytestmark = pytest.mark.slow  # every test here starts a server process
 
@@ -47,7 +47,7 @@ def running(server: ServerProcess) -> Iterator[ServerProcess]:
 def predict(server: ServerProcess, rows: list[list[float]], request_id: str | None = None) -> httpx.Response:  # fmt: skip
     headers = {"X-Request-ID": request_id} if request_id else {}
     return httpx.post(
-        server.url + "/predict", json={"instances": rows}, headers=headers, timeout=30
+        server.url + "/predict", json={"instances": rows}, headers=headers, timeout=30, verify=TLS
     )
 
 
@@ -60,7 +60,7 @@ def lines_of(directory: Path) -> list[dict[str, Any]]:
 
 
 def drift(server: ServerProcess) -> dict[str, Any]:
-    response = httpx.get(server.url + "/models/iris/drift", timeout=30)
+    response = httpx.get(server.url + "/models/iris/drift", timeout=30, verify=TLS)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -180,6 +180,10 @@ def test_sampling_and_rotation(artifacts_copy: Path, tmp_path: Path) -> None:
     with running(serve(artifacts_copy, tmp_path, **env)) as server:
         for i in range(200):
             predict(server, row, f"rotation-{i}")
+        # The monitor writes what it took off its queue every 100 ms: read once it has caught up.
+        wait_until(
+            lambda: metric(server.url, "payload_log_lines_total") >= 190, "the lines written", 30
+        )
         written = metric(server.url, "payload_log_lines_total")
     files = sorted(logs.glob("*.jsonl"))
     assert len(files) == 4  # the current file and the 3 newest rotated ones
@@ -207,6 +211,11 @@ def test_a_full_disk_stops_the_log_and_serving_goes_on(
             for _ in range(60):  # about 120 KB of lines into 64 KiB
                 assert predict(server, rows).status_code == 200
             assert predict(server, rows).status_code == 200  # serving goes on
+            wait_until(  # the monitor writes behind the answers (every 100 ms)
+                lambda: metric(server.url, "payload_log_dropped_total", reason="write failed") > 0,
+                "a failed write counted",
+                30,
+            )
             dropped = metric(server.url, "payload_log_dropped_total", reason="write failed")
         assert dropped > 0
         assert "payload log stopped" in (tmp_path / "server.log").read_text()

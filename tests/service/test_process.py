@@ -56,6 +56,7 @@ def test_the_soft_open_file_limit_is_raised_to_the_hard_one() -> None:
     assert soft == (hard if hard != resource.RLIM_INFINITY else 1 << 20)
 
 
+@pytest.mark.slow  # starts a server process
 def test_a_server_process_runs_with_the_raised_limit(artifacts_copy: Path, tmp_path: Path) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard <= 512:

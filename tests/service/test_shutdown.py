@@ -3,7 +3,7 @@
 Nothing here asserts how long anything took. The uploads still arriving at SIGTERM are held by
 the test until it has seen what it checks while the server drains, so the order of events is
 fixed by the test, not by the speed of the machine; each wait fails only after ``HOLD`` seconds.
-The seconds printed (``pytest -s``) are figures for the README, not checks.
+The seconds printed (``pytest -s``) are figures for docs/hardening.md, not checks.
 """
 
 from __future__ import annotations

@@ -49,10 +49,12 @@ def make_client(artifacts: Path, **options: Any) -> TestClient:
     return TestClient(create_app(Settings(artifacts_dir=artifacts, model_name="iris", **options)))
 
 
-@pytest.fixture
-def api(artifacts_copy: Path) -> Iterator[TestClient]:
-    """The LiteRT runtime: the protocol layer is the same for both runtimes."""
-    with make_client(artifacts_copy) as client:
+@pytest.fixture(scope="module")
+def api(module_artifacts: Path) -> Iterator[TestClient]:
+    """The LiteRT runtime: the protocol layer is the same for both runtimes. One app for the
+    module: the tests that take it only send it requests (those that change what is served make
+    their own)."""
+    with make_client(module_artifacts) as client:
         yield client
 
 

@@ -246,39 +246,112 @@ class BadRun:
     inputs: Path
 
 
+# Runs ``python -m training`` once per case, each in a process of its own forked from one
+# interpreter that has already imported what every run past its arguments imports (pandas,
+# scikit-learn: ~1.3 s a process). Each child runs training/__main__.py as ``__main__`` with the
+# case's arguments, its stdout and stderr on files of their own, and exits as that process would
+# (SystemExit, atexit, flushing). Twenty fresh interpreters at once took 45-60 s on two cores;
+# test_forked_runs_are_those_of_fresh_processes checks that the two give the same.
+FORKED_RUNS = """
+import gc, json, os, runpy, sys
+
+cases = json.loads(sys.argv[1])
+import training.pipeline  # what every run past its arguments imports
+gc.freeze()  # else each child's collections at exit touch (copy) every page it shares: ~0.4 s
+
+codes = {}
+for case in cases:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        with open(case["stdout"], "wb") as out, open(case["stderr"], "wb") as err:
+            os.dup2(out.fileno(), 1)
+            os.dup2(err.fileno(), 2)
+        sys.argv = ["training", *case["args"]]
+        runpy.run_module("training", run_name="__main__", alter_sys=True)
+        sys.exit(0)  # not reached: training/__main__.py ends with sys.exit(main())
+    codes[case["name"]] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+print(json.dumps(codes))
+"""
+
+
+def run_forked(
+    cases: dict[str, list[str]], directory: Path
+) -> dict[str, subprocess.CompletedProcess[str]]:
+    """``python -m training ARGS`` for each case, as FORKED_RUNS runs them."""
+    plan = [
+        {
+            "name": name,
+            "args": args,
+            "stdout": str(directory / f"{index}.out"),
+            "stderr": str(directory / f"{index}.err"),
+        }
+        for index, (name, args) in enumerate(cases.items())
+    ]
+    driver = subprocess.run(
+        [sys.executable, "-c", FORKED_RUNS, json.dumps(plan)],
+        cwd=ROOT,
+        env=cli_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert driver.returncode == 0 and driver.stderr == "", driver.stderr
+    codes = json.loads(driver.stdout)
+    return {
+        case["name"]: subprocess.CompletedProcess(
+            [*CLI, *case["args"]],
+            codes[case["name"]],
+            Path(case["stdout"]).read_text(),
+            Path(case["stderr"]).read_text(),
+        )
+        for case in plan
+    }
+
+
+def bad_arguments(case: str, root: Path) -> tuple[list[str], str | tuple[str, ...], Path, Path]:
+    """The case's arguments (with --artifacts and a short --epochs), what stderr must say, and
+    the artifacts and inputs directories under ``root``."""
+    inputs = root / "inputs"
+    inputs.mkdir()
+    args, fragment = _case(case, inputs)
+    artifacts = root / "artifacts"
+    if "--artifacts" not in args:
+        args = [*args, "--artifacts", str(artifacts)]
+    if "--epochs" not in args:
+        args = [*args, "--epochs", "3"]  # should validation ever let it through, keep it short
+    return args, fragment, artifacts, inputs
+
+
 @pytest.fixture(scope="module")
 def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BadRun]:
-    """Every bad input through the real CLI, the processes started together to save time."""
-    started = {}
-    for case in BAD_INPUTS:
-        root = tmp_path_factory.mktemp(case)
-        inputs = root / "inputs"
-        inputs.mkdir()
-        args, fragment = _case(case, inputs)
-        artifacts = root / "artifacts"
-        if "--artifacts" not in args:
-            args = [*args, "--artifacts", str(artifacts)]
-        if "--epochs" not in args:
-            args = [*args, "--epochs", "3"]  # should validation ever let it through, keep it short
-        process = subprocess.Popen(
-            [*CLI, *args],
-            cwd=ROOT,
-            env=cli_environment(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+    """Every bad input through the real CLI, each in a process of its own (FORKED_RUNS)."""
+    planned = {case: bad_arguments(case, tmp_path_factory.mktemp(case)) for case in BAD_INPUTS}
+    results = run_forked(
+        {case: args for case, (args, *_) in planned.items()}, tmp_path_factory.mktemp("outputs")
+    )
+    return {
+        case: BadRun(results[case], fragment, artifacts, inputs)
+        for case, (_, fragment, artifacts, inputs) in planned.items()
+    }
+
+
+@pytest.mark.slow
+def test_forked_runs_are_those_of_fresh_processes(
+    bad_runs: dict[str, BadRun], run_cli: RunCli
+) -> None:
+    """The harness of ``bad_runs`` against ``python -m training`` started afresh: a usage error
+    (argparse) and one found in the data, the same exit code, stdout and stderr."""
+    for case in ("bad-encoding", "missing-target"):
+        forked = bad_runs[case].result
+        fresh = run_cli(*forked.args[len(CLI) :])
+        assert (forked.returncode, forked.stdout, forked.stderr) == (
+            fresh.returncode,
+            fresh.stdout,
+            fresh.stderr,
         )
-        started[case] = (process, fragment, artifacts, inputs)
-    runs = {}
-    for case, (process, fragment, artifacts, inputs) in started.items():
-        try:
-            stdout, stderr = process.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            stdout, stderr = process.communicate()
-        result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-        runs[case] = BadRun(result, fragment, artifacts, inputs)
-    return runs
 
 
 @pytest.mark.slow
@@ -339,24 +412,69 @@ print(json.dumps({{"codes": codes, "tf": "tensorflow" in sys.modules,
 # --- successful runs through the real CLI ----------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_quiet_prints_only_the_published_path(tmp_path: Path, run_cli: RunCli) -> None:
-    frame = pd.read_csv(make_binary_csv(tmp_path / "raw.csv")).drop(columns="note")
-    data = tmp_path / "X.csv"
-    frame.to_csv(data, index=False)
-    artifacts = tmp_path / "artifacts"
+@dataclass
+class GoodRun:
+    result: subprocess.CompletedProcess[str]
+    root: Path  # the run's own directory: its data, and its artifacts unless the environment's
 
-    result = run_cli(
-        "--data",
-        str(data),
-        "--target",
-        "label",
-        "--quiet",
-        "--artifacts",
-        str(artifacts),
-        "--epochs",
-        "3",
-    )
+
+@pytest.fixture(scope="module")
+def good_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, GoodRun]:
+    """The two successful runs of the tests below, through the real CLI, started together: each
+    spends most of its ~10 s importing TensorFlow on one core, so two at once take about the
+    time of one."""
+    quiet = tmp_path_factory.mktemp("quiet")
+    frame = pd.read_csv(make_binary_csv(quiet / "raw.csv")).drop(columns="note")
+    frame.to_csv(quiet / "X.csv", index=False)
+    environment = tmp_path_factory.mktemp("environment")
+    data = make_binary_csv(environment / "binary.csv")
+    runs = {
+        "quiet": (
+            quiet,
+            [
+                *("--data", str(quiet / "X.csv"), "--target", "label", "--quiet"),
+                *("--artifacts", str(quiet / "artifacts"), "--epochs", "3"),
+            ],
+            {},
+        ),
+        "environment": (
+            environment,
+            [
+                *("--data", str(data), "--target", "label", "--features", "a,b,c"),
+                *("--name", "yn", "--encoding", "onehot", "--epochs", "3", "--quiet"),
+            ],
+            {
+                "ARTIFACTS_DIR": str(environment / "from-env"),
+                "ARTIFACT_SIGNING_KEY": "cli-key",
+            },
+        ),
+    }
+    processes = {
+        name: subprocess.Popen(
+            [*CLI, *args],
+            cwd=ROOT,
+            env=cli_environment(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, (_, args, env) in runs.items()
+    }
+    done = {}
+    for name, process in processes.items():
+        try:
+            stdout, stderr = process.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+        result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        done[name] = GoodRun(result, runs[name][0])
+    return done
+
+
+@pytest.mark.slow
+def test_quiet_prints_only_the_published_path(good_runs: dict[str, GoodRun]) -> None:
+    result, artifacts = good_runs["quiet"].result, good_runs["quiet"].root / "artifacts"
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{artifacts / 'X' / '1'}\n"
     published = Path(result.stdout.strip())
@@ -368,25 +486,8 @@ def test_quiet_prints_only_the_published_path(tmp_path: Path, run_cli: RunCli) -
 
 
 @pytest.mark.slow
-def test_environment_sets_artifacts_and_signing_key(tmp_path: Path, run_cli: RunCli) -> None:
-    data = make_binary_csv(tmp_path / "binary.csv")
-    artifacts = tmp_path / "from-env"
-    result = run_cli(
-        "--data",
-        str(data),
-        "--target",
-        "label",
-        "--features",
-        "a,b,c",
-        "--name",
-        "yn",
-        "--encoding",
-        "onehot",
-        "--epochs",
-        "3",
-        "--quiet",
-        env={"ARTIFACTS_DIR": str(artifacts), "ARTIFACT_SIGNING_KEY": "cli-key"},
-    )
+def test_environment_sets_artifacts_and_signing_key(good_runs: dict[str, GoodRun]) -> None:
+    result, artifacts = good_runs["environment"].result, good_runs["environment"].root / "from-env"
     assert result.returncode == 0, result.stderr
     published = artifacts / "yn" / "1"
     assert result.stdout == f"{published}\n"
