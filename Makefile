@@ -40,8 +40,11 @@ test-tools:
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null 2>&1 \
 			|| { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null 2>&1; } \
-			|| echo "could not install" $$missing; \
-		else echo "not installed (needs root and apt-get):" $$missing; fi; \
+			|| echo "make test-tools: could not install" $$missing; \
+		else echo "make test-tools: not installed (needs root and apt-get):" $$missing; fi; \
+		if [ "$${REQUIRE_BROWSER:-}" = 1 ]; then \
+			for t in $(TEST_TOOLS); do test -x $${t%%:*} || { echo "make test-tools: $${t%%:*} is missing and REQUIRE_BROWSER=1" >&2; exit 1; }; done; \
+		fi; \
 	fi
 
 test: install test-tools

@@ -4,6 +4,7 @@ of their files), never from a CDN: they work on a network with no way out."""
 
 from __future__ import annotations
 
+import asyncio
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -59,11 +60,13 @@ async def model_page(request: Request) -> Response:
             registry = repository.default_or_none() or (
                 repository.get(names[0]) if names else repository.default()
             )
-    except ServiceError as error:
-        html = render_missing(error.message, names, root)
+    except ServiceError as error:  # 404: not served; 503: no model ready at all
+        html = render_missing(error.message, names, root, ready=error.status_code == 404)
         return HTMLResponse(html, error.status_code, headers=security_headers())
     card = model_card_of(registry)
-    html = render_page(card, names, request.app.state.settings.api_key is not None, root)
+    api_key = request.app.state.settings.api_key is not None
+    # A model with many classes or categories makes a big page: rendered off the event loop.
+    html = await asyncio.to_thread(render_page, card, names, api_key, root)
     return HTMLResponse(html, 200 if card["ready"] else 503, headers=security_headers())
 
 

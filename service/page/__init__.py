@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 from html import escape
 from importlib import resources
@@ -29,6 +29,8 @@ _METRIC_NAMES = {
     "test_rows": "test rows",
 }
 _VOCABULARY_SHOWN = 24  # a long vocabulary shows its first values and how many more
+_MATRIX_CLASSES = 40  # beyond, the confusion matrix is too big to be a picture (the card has it)
+_OPTIONS = 5000  # datalist options on the whole page (a big vocabulary still takes free text)
 
 
 @cache
@@ -238,10 +240,25 @@ def _confusion(report: Mapping[str, Any] | None) -> str:
     confusion = (report or {}).get("confusion_matrix")
     if not isinstance(confusion, Mapping) or not confusion.get("labels"):
         return ""
+    labels, matrix = confusion["labels"], confusion.get("matrix")
+    heading = "<section id='confusion'><h2>Confusion matrix</h2>"
+    if len(labels) > _MATRIX_CLASSES:
+        return (
+            f"{heading}<p class='note'>{len(labels)} classes: too many for a picture; the matrix "
+            "is the card's <code>metrics.confusion_matrix</code>.</p></section>"
+        )
+    if not (
+        isinstance(matrix, list)
+        and len(matrix) == len(labels)
+        and all(isinstance(row, list) and len(row) == len(labels) for row in matrix)
+        and all(isinstance(c, int | float) and c >= 0 for row in matrix for c in row)
+    ):
+        return (
+            f"{heading}<p class='note'>The report's matrix is not a square of counts.</p></section>"
+        )
     return (
-        "<section id='confusion'><h2>Confusion matrix</h2>"
-        "<p class='note'>Test split: rows are the true class, columns the predicted one.</p>"
-        f"{confusion_svg(confusion['labels'], confusion['matrix'])}</section>"
+        f"{heading}<p class='note'>Test split: rows are the true class, columns the predicted "
+        f"one.</p>{confusion_svg(labels, matrix)}</section>"
     )
 
 
@@ -249,7 +266,7 @@ def _values(feature: Mapping[str, Any]) -> str:
     kind = feature.get("kind", "numeric")
     if kind == "numeric":
         low, high = feature.get("min"), feature.get("max")
-        text = f"{_number(low)} to {_number(high)}"
+        text = f"{_number(low)} to {_number(high)}" if low is not None and high is not None else ""
         if feature.get("median") is not None:
             text += f" <small>(median {_number(feature['median'])})</small>"
         return text
@@ -291,6 +308,9 @@ def _versions(card: Mapping[str, Any]) -> str:
     labels = card.get("labels") or {}
     traffic = card.get("traffic") or {}
     notes = []
+    # serving.json that could not be applied, and labels naming versions that are not loaded
+    problems = [card["serving_error"]] if card.get("serving_error") else []
+    problems += [f"label {k}: {v}" for k, v in (card.get("label_errors") or {}).items()]
     if labels:
         notes.append(
             "Labels: "
@@ -306,7 +326,9 @@ def _versions(card: Mapping[str, Any]) -> str:
     return (
         "<section id='versions'><h2>Versions and labels</h2>"
         "<table><thead><tr><th>version</th><th>state</th><th>labels</th><th>reason</th></tr>"
-        f"</thead><tbody>{rows}</tbody></table><p class='note'>{'; '.join(notes)}</p></section>"
+        f"</thead><tbody>{rows}</tbody></table><p class='note'>{'; '.join(notes)}</p>"
+        + "".join(f"<p class='error serving-error'>{escape(str(p))}</p>" for p in problems)
+        + "</section>"
     )
 
 
@@ -317,14 +339,14 @@ def _live(name: str, version: Any) -> str:
         "<p>Requests answered: <b id='live-requests'>…</b> "
         "<small id='live-statuses'></small></p>"
         "<p>Predictions of this version by label:</p><ul id='live-labels'></ul></div>"
-        "<p class='note'>From <a href='metrics'>/metrics</a>, refreshed every 2 s (one worker's "
-        "counts unless PROMETHEUS_MULTIPROC_DIR is set).</p></section>"
+        "<p class='note'>From this replica's <a href='metrics'>/metrics</a> (all its workers), "
+        "refreshed every 2 s.</p></section>"
     )
 
 
 def _example(features: Sequence[Mapping[str, Any]], reference: Any) -> list[str]:
-    """The form's first values: the bundle's first reference row (a training row), or each
-    feature's median and first category."""
+    """The form's first values: the bundle's first reference row (a row of the test split),
+    or each feature's median and first category."""
     inputs = (reference or {}).get("inputs") if isinstance(reference, Mapping) else None
     if inputs and len(inputs[0]) == len(features):
         return ["" if v is None else _cell(v) for v in inputs[0]]
@@ -349,29 +371,32 @@ def _cell(value: Any) -> str:
 def _form(name: str, features: Sequence[Mapping[str, Any]], reference: Any) -> str:
     fields = []
     lists = []
+    options = _OPTIONS  # left for the page's datalists
     for i, (f, value) in enumerate(zip(features, _example(features, reference), strict=True)):
         fname, kind = str(f["name"]), f.get("kind", "numeric")
         attributes = f"name='{escape(fname)}' value='{escape(value)}' autocomplete='off'"
         hint = ""
         if kind == "numeric":
             attributes += " inputmode='decimal'"
-            hint = f"{_number(f.get('min'))} to {_number(f.get('max'))}"
+            if f.get("min") is not None and f.get("max") is not None:
+                hint = f"{_number(f['min'])} to {_number(f['max'])}"
         else:
             vocabulary = [str(v) for v in f.get("vocabulary") or [] if v]
             if kind == "boolean":
                 vocabulary = ["true", "false"]
+            shown = vocabulary[: max(0, min(options, 1000))]
+            options -= len(shown)
             lists.append(
                 f"<datalist id='values-{i}'>"
-                + "".join(f"<option value='{escape(v)}'></option>" for v in vocabulary[:1000])
+                + "".join(f"<option value='{escape(v)}'></option>" for v in shown)
                 + "</datalist>"
             )
             attributes += f" list='values-{i}'"
-            hint = kind
+            hint = escape(kind)
         if f.get("nullable"):
-            hint += ", may be blank"
+            hint = f"{hint}, may be blank" if hint else "may be blank"
         fields.append(
-            f"<label><span>{escape(fname)} <small>{escape(hint)}</small></span>"
-            f"<input {attributes}></label>"
+            f"<label><span>{escape(fname)} <small>{hint}</small></span><input {attributes}></label>"
         )
     path = _model_path(name)
     return (
@@ -383,6 +408,18 @@ def _form(name: str, features: Sequence[Mapping[str, Any]], reference: Any) -> s
         "<div id='result' aria-live='polite'><p class='note'>The form sends one CSV row to the "
         "model; the answer appears here.</p></div></section>"
     )
+
+
+def _readable(render: Callable[..., str], section: str, *args: Any) -> str:
+    """A section from the report (metrics.json, which no schema checks), or a note that it could
+    not be read: a hand-edited report never takes the page down."""
+    try:
+        return render(*args)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return (
+            f"<section id='{section}'><p class='note'>This version's report "
+            "(report/metrics.json) could not be read for this section.</p></section>"
+        )
 
 
 # -- the document --------------------------------------------------------------------------------
@@ -412,8 +449,8 @@ def render_page(
         report = card.get("metrics")
         body = (
             "<div class='columns'><div class='main'>"
-            + _metrics(report, card.get("threshold"))
-            + _confusion(report)
+            + _readable(_metrics, "metrics", report, card.get("threshold"))
+            + _readable(_confusion, "confusion", report)
             + _features(card.get("features") or metadata["features"], card.get("missing_values"))
             + _versions(card)
             + "</div><div class='side'>"
@@ -433,11 +470,13 @@ def render_page(
     )
 
 
-def render_missing(message: str, models: Iterable[str], root: str = "") -> str:
-    """A page for a model that is not served, linking the ones that are."""
+def render_missing(message: str, models: Iterable[str], root: str = "", ready: bool = True) -> str:
+    """A page for a model that is not served (``ready``: others are), or for a service with no
+    model ready at all, saying why and linking the models served."""
     links = "".join(f"<li><a href='{escape(_page_url(m))}'>{escape(m)}</a></li>" for m in models)
+    title, section = ("Not found", "not-found") if ready else ("No model ready", "not-ready")
     return (
-        _head("Not found", root) + "<main><section id='not-found'>"
-        f"<h1>Not found</h1><p id='error'>{escape(message)}</p><ul>{links}</ul>"
+        _head(title, root) + f"<main><section id='{section}'>"
+        f"<h1>{title}</h1><p id='error'>{escape(message)}</p><ul>{links}</ul>"
         "<p><a href='docs'>API docs</a></p></section></main></body></html>"
     )

@@ -132,7 +132,7 @@
     const statuses = {};
     const labels = {};
     for (const line of text.split("\n")) {
-      const m = /^(inference_requests_total|model_predictions_total)\{([^}]*)\}\s+(\S+)/.exec(line);
+      const m = /^(inference_requests_total|model_predictions_total)\{((?:[^"}]|"(?:[^"\\]|\\.)*")*)\}\s+(\S+)/.exec(line);
       if (!m) continue;
       const l = parseLabels(m[2]);
       if (l.model !== model) continue;

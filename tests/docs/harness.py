@@ -197,8 +197,8 @@ else:
 
 _MAKE = """#!/bin/sh
 # make for the examples: the suite's own virtual environment as the Makefile's VENV, never
-# reinstalled (the suite runs in it).
-exec {make} VENV={venv} -o {venv}/.installed "$@"
+# reinstalled (the suite runs in it), and no apt-get from inside a test (make test-tools).
+exec {make} VENV={venv} -o {venv}/.installed -o test-tools "$@"
 """
 
 

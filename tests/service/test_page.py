@@ -9,6 +9,7 @@ import base64
 import hashlib
 import re
 from collections.abc import Iterator
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -140,7 +141,7 @@ def test_the_page_loads_nothing_but_itself(client: TestClient) -> None:
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
-def test_another_model_by_name_and_an_unknown_one(client: TestClient, tmp_path: Path) -> None:
+def test_another_model_by_name_and_an_unknown_one(client: TestClient) -> None:
     assert client.get("/?model=iris").status_code == 200
     missing = client.get("/?model=nosuch")
     assert missing.status_code == 404
@@ -160,11 +161,18 @@ def test_links_follow_the_root_path_behind_a_proxy(artifacts_copy: Path) -> None
 
 def test_a_page_with_no_model_says_why(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    settings = Settings(artifacts_dir=tmp_path / "empty", model_name="iris")
-    with TestClient(create_app(settings)) as client:
-        response = client.get("/")
+    named = Settings(artifacts_dir=tmp_path / "empty", model_name="iris")
+    with TestClient(create_app(named)) as client:  # a named model with no version yet
+        response, ready = client.get("/"), client.get("/readyz").json()
     assert response.status_code == 503
-    assert "id='not-ready'" in response.text or "id='not-found'" in response.text
+    assert "<section id='not-ready'><h2>Not ready</h2>" in response.text
+    assert escape(ready["error"]) in response.text  # the reason, as /readyz gives it
+    every = Settings(artifacts_dir=tmp_path / "empty", model_name="*")
+    with TestClient(create_app(every)) as client:  # no model at all
+        response, ready = client.get("/"), client.get("/readyz").json()
+    assert response.status_code == 503
+    assert "<h1>No model ready</h1>" in response.text and "Not found" not in response.text
+    assert escape(ready["error"]) in response.text
 
 
 def test_with_an_api_key_the_form_asks_for_it(artifacts_copy: Path) -> None:
@@ -258,3 +266,68 @@ def test_a_binary_models_threshold_is_the_served_one_once() -> None:
     (row,) = re.findall(r"<tr data-metric='threshold'>(.*?)</tr>", html)
     assert "0.3000" in row and "'yes'" in row
     assert "(positive class 'yes')" in html
+
+
+def _card(**changes: object) -> dict:
+    card: dict = {
+        "name": "m",
+        "ready": True,
+        "version": 1,
+        "runtime": "litert",
+        "metadata": {"target": "t", "task": "multiclass", "classes": ["a", "b"]},
+        "features": [{"name": "x", "kind": "numeric", "min": 0.0, "max": 1.0}],
+        "metrics": {
+            "accuracy": 0.5,
+            "confusion_matrix": {"labels": ["a", "b"], "matrix": [[1, 0], [0, 1]]},
+        },
+    }
+    card.update(changes)
+    return card
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    [
+        {"accuracy": 0.5, "confusion_matrix": {"labels": ["a", "b"]}},  # no matrix
+        {"confusion_matrix": {"labels": ["a"], "matrix": [[1, 2]]}},  # wider than its labels
+        {"confusion_matrix": {"labels": ["a"], "matrix": [[None]]}},
+        {"confusion_matrix": {"labels": ["a", "b"], "matrix": "xx"}},
+        ["not", "a", "mapping"],
+    ],
+)
+def test_a_report_that_cannot_be_read_is_a_note_not_an_error(metrics: object) -> None:
+    html = render_page(_card(metrics=metrics), ["m"], api_key=False)
+    assert "<form id='try'" in html  # the rest of the page is there
+    assert "could not be read" in html or "not a square of counts" in html
+
+
+def test_big_models_make_a_bounded_page() -> None:
+    classes = [f"class {i}" for i in range(300)]
+    matrix = [[1 if i == j else 0 for j in range(300)] for i in range(300)]
+    features = [
+        {"name": f"f{i}", "kind": "categorical", "vocabulary": [f"w{j}" for j in range(10_000)]}
+        for i in range(50)
+    ]
+    card = _card(
+        features=features,
+        metrics={"confusion_matrix": {"labels": classes, "matrix": matrix}},
+        metadata={"target": "t", "task": "multiclass", "classes": classes},
+    )
+    html = render_page(card, ["m"], api_key=False)
+    assert "300 classes: too many for a picture" in html and "<svg" not in html
+    assert html.count("<option") == 5000  # the page's budget, not 50 x 1,000
+    assert len(html) < 1_000_000
+    assert html.count("<input name=") == 50  # every feature still has its input
+
+
+def test_a_numeric_feature_without_a_range_and_the_serving_errors() -> None:
+    card = _card(
+        features=[{"name": "x", "kind": "numeric", "nullable": True}],
+        serving_error="serving.json: label 'stable' names version 9, which does not exist",
+        label_errors={"canary": "version 3 is not loaded"},
+    )
+    html = render_page(card, ["m"], api_key=False)
+    assert "None" not in html
+    assert "<small>may be blank</small>" in html
+    assert "serving.json: label &#x27;stable&#x27; names version 9" in html
+    assert "label canary: version 3 is not loaded" in html
