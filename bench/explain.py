@@ -186,7 +186,7 @@ def train_cases(work: Path, rows: int) -> list[Case]:
         frame = _frame(loader)
         csv = work / f"{name}.csv"
         frame.to_csv(csv, index=False)
-        _say(f"training {name} ({frame.shape[1] - 1} features, {EPOCHS} epochs)")
+        report.say(f"training {name} ({frame.shape[1] - 1} features, {EPOCHS} epochs)")
         version_dir = train(csv, "target", name, work / "artifacts", EPOCHS)
         source = f"`sklearn.datasets.load_{name}`, {len(frame)} rows, {EPOCHS} epochs"
         cases.append(Case(name, source, version_dir, _rows_of(frame, version_dir, rows)))
@@ -307,7 +307,7 @@ def _timed_requests(
             method is not None and orjson.loads(answer).get("method") != method
         ):
             errors += 1
-            _say(f"POST {path} answered {response.status}: {answer[:300]!r}")
+            report.say(f"POST {path} answered {response.status}: {answer[:300]!r}")
             continue
         times.append(elapsed * 1e3)
     return times, errors
@@ -396,7 +396,7 @@ def measure_noise(work: Path) -> NoiseResult:
     )
     csv = work / "iris_noise.csv"
     fit.to_csv(csv, index=False)
-    _say(f"training iris_noise (4 Iris features and a noise column, {NOISE_EPOCHS} epochs)")
+    report.say(f"training iris_noise (4 Iris features and a noise column, {NOISE_EPOCHS} epochs)")
     version_dir = train(csv, "target", "iris_noise", work / "noise-artifacts", NOISE_EPOCHS)
     model, explainer = load(version_dir)
     x = held_out[model.feature_names].to_numpy(np.float32)
@@ -432,9 +432,9 @@ def measure(options: Options) -> Results:
                 case.name, case.source, len(metadata.features), len(metadata.classes)
             )
             results.cases.append(result)
-            _say(f"explaining {case.name} in process")
+            report.say(f"explaining {case.name} in process")
             measure_in_process(options, case, result)
-        _say("explaining over HTTP")
+        report.say("explaining over HTTP")
         measure_http(options, cases, results, work)
         if options.noise:
             results.noise = measure_noise(work)
@@ -741,15 +741,10 @@ def parse_args(argv: list[str]) -> tuple[Options, Path | None]:
     return options, out
 
 
-def _say(text: str) -> None:
-    print(f"bench: {text}", flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
-    from bench.run import _stop_on_signal  # bench.run imports this module
 
     options, out = parse_args(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGTERM, report.stop_on_signal)
     if options.pin is not None:  # this process on the CPUs the service is not on
         os.sched_setaffinity(0, options.pin[1])
     results = measure(options)

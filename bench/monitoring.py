@@ -374,7 +374,7 @@ def measure_round(
             servers[key] = stack.enter_context(Server(["-m", "service"], env, log, cpus=cpus))
         for key in order:
             seconds = servers[key].wait_ready(timeout=300)
-            _say(f"round {round_ + 1}/{options.rounds}: {key} ready in {seconds:.2f} s")
+            report.say(f"round {round_ + 1}/{options.rounds}: {key} ready in {seconds:.2f} s")
         for key in order:  # first answers; the stalled sink's queue fills
             done = runner(
                 servers[key].url + "/predict", ROW, "application/json", 32, options.warmup
@@ -390,7 +390,7 @@ def measure_round(
                 )
                 record(figures[key], f"c{connections}", result, cpu_before, server.cpu_seconds())
                 results.counts[key].requests += result.requests
-                _say(
+                report.say(
                     f"round {round_ + 1}/{options.rounds}, {key} @{connections}: "
                     f"{result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
                     f"p99 {result.p99_ms:.2f} ms"
@@ -772,15 +772,11 @@ def parse_args(argv: list[str]) -> tuple[Options, Path | None, Path]:
     return options, out, args.artifacts.resolve()
 
 
-def _say(text: str) -> None:
-    print(f"bench: {text}", flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
-    from bench.run import _stop_on_signal, ensure_bundle  # bench.run imports this module
+    from bench.run import ensure_bundle  # bench.run imports this module
 
     options, out, artifacts = parse_args(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGTERM, report.stop_on_signal)
     if options.pin is not None:  # this process, and wrk started from it, on the load CPUs
         os.sched_setaffinity(0, options.pin[1])
     options.source = ensure_bundle(artifacts)

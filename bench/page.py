@@ -202,7 +202,7 @@ def measure(options: Options) -> Results:
         with Server(["-m", "service"], env, work / "service.log") as server:
             server.wait_ready()
             url = f"{server.url}/"
-            _say(f"GET / alone, {options.loads} times")
+            report.say(f"GET / alone, {options.loads} times")
             results.html_ms, results.html_bytes = time_html(server.port, options.loads)
             browser = Browser(work / "chromium").start()
             try:
@@ -210,7 +210,7 @@ def measure(options: Options) -> Results:
                 load_page(browser, url)  # untimed: the browser's own first start-up
                 browser.driver.execute_cdp_cmd("Network.enable", {})
                 browser.driver.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
-                _say(f"{options.loads} loads of / in Chromium, cache off")
+                report.say(f"{options.loads} loads of / in Chromium, cache off")
                 for i in range(options.loads):
                     browser.reset()
                     results.cold.append(load_page(browser, url))
@@ -222,13 +222,13 @@ def measure(options: Options) -> Results:
                             if r.url != "about:blank"
                         ]
                 browser.driver.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": False})
-                _say(f"{options.loads} loads of / in Chromium, cache on")
+                report.say(f"{options.loads} loads of / in Chromium, cache on")
                 for _ in range(options.loads):
                     browser.reset()
                     results.warm.append(load_page(browser, url))
                     _check(browser, results)
                 if options.screenshot is not None:
-                    _say(f"screenshot of / after one prediction: {options.screenshot}")
+                    report.say(f"screenshot of / after one prediction: {options.screenshot}")
                     results.screenshot = save_screenshot(browser, url, options.screenshot)
                     _check(browser, results)
             finally:
@@ -400,15 +400,11 @@ def parse_args(argv: list[str]) -> tuple[Options, Path | None]:
     return options, out
 
 
-def _say(text: str) -> None:
-    print(f"bench: {text}", flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
-    from bench.run import _stop_on_signal, ensure_bundle  # bench.run is heavy to import
+    from bench.run import ensure_bundle  # bench.run is heavy to import
 
     options, out = parse_args(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGTERM, report.stop_on_signal)
     ensure_bundle(options.artifacts)
     results = measure(options)
     report.publish(section(results), out, SECTION)

@@ -652,3 +652,14 @@ def publish(text: str, out: Path | None, heading: str) -> None:
     previous = out.read_text() if out.exists() else ""
     out.write_text(replace_section(previous, heading, text))
     print(f"bench: wrote the section {heading[3:]!r} of {out}")
+
+
+def say(text: str) -> None:
+    """A benchmark's progress line."""
+    print(f"bench: {text}", flush=True)
+
+
+def stop_on_signal(signum: int, frame: object) -> None:
+    """The benchmarks' SIGTERM handler: it unwinds through the ``with Server`` blocks, which
+    stop the servers."""
+    raise SystemExit(128 + signum)

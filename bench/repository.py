@@ -187,7 +187,7 @@ def measure_memory(options: Options, results: Results, work: Path) -> None:
                 if rss is None:
                     raise RuntimeError("cannot read the server's VmRSS (/proc)")
                 readings[k].append({"rss": rss, "ready_s": ready_s})
-                _say(f"memory {runtime}: {k} version(s) loaded: RSS {rss:.1f} MB")
+                report.say(f"memory {runtime}: {k} version(s) loaded: RSS {rss:.1f} MB")
 
 
 def rss_fit(readings: dict[int, list[dict[str, float]]]) -> tuple[float, float] | None:
@@ -270,7 +270,7 @@ def measure_shadow(options: Options, results: Results, server: Server) -> None:
                 else:
                     results.shadow_rows_off += rows - rows_before
                 rows_before = rows
-                _say(
+                report.say(
                     f"shadow round {round_ + 1}/{options.rounds}, shadow {key} @{connections}: "
                     f"{result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms"
                     + (f" ({result.errors} FAILED)" if result.errors else "")
@@ -309,7 +309,7 @@ def measure_canary(options: Options, results: Results, server: Server) -> None:
         if unknown:
             raise RuntimeError(f"unversioned requests answered by version(s) {sorted(unknown)}")
         results.canary[percent] = (versions.get(2, 0), sum(versions.values()))
-        _say(f"canary {percent}%: {versions.get(2, 0)} of {sum(versions.values())} answers")
+        report.say(f"canary {percent}%: {versions.get(2, 0)} of {sum(versions.values())} answers")
     _admin(server, traffic, {"canary_percent": 0})
 
 
@@ -688,15 +688,11 @@ def parse_args(argv: list[str]) -> tuple[Options, Path | None, Path]:
     return options, out, args.artifacts.resolve()
 
 
-def _say(text: str) -> None:
-    print(f"bench: {text}", flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
-    from bench.run import _stop_on_signal, ensure_bundle  # bench.run imports this module
+    from bench.run import ensure_bundle  # bench.run imports this module
 
     options, out, artifacts = parse_args(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGTERM, report.stop_on_signal)
     if options.pin is not None:  # this process, and wrk started from it, on the load CPUs
         os.sched_setaffinity(0, options.pin[1])
     options.source = ensure_bundle(artifacts)

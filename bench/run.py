@@ -342,7 +342,7 @@ def run_once(config: Config, bodies: Bodies, logs: Path, run: int) -> dict[str, 
             servers[target.key] = server
             figures[target.key]["cold_s"] = server.wait_ready()
             figures[target.key]["rss_ready"] = server.rss_mb()
-            _say(
+            report.say(
                 f"run {run + 1}/{config.runs}: {target.key} ready in {figures[target.key]['cold_s']:.2f} s"
             )
         grpc_ceiling: Server | None = None
@@ -357,7 +357,7 @@ def run_once(config: Config, bodies: Bodies, logs: Path, run: int) -> dict[str, 
             )
             stack.enter_context(grpc_ceiling)
             seconds = grpc_ceiling.wait_ready()
-            _say(f"run {run + 1}/{config.runs}: grpc-ceiling ready in {seconds:.2f} s")
+            report.say(f"run {run + 1}/{config.runs}: grpc-ceiling ready in {seconds:.2f} s")
         protocols: ProtocolLoads | None = None
         for target in order:
             server = servers[target.key]
@@ -384,7 +384,7 @@ def run_once(config: Config, bodies: Bodies, logs: Path, run: int) -> dict[str, 
                 record(
                     figures[target.key], f"c{connections}", result, cpu_before, server.cpu_seconds()
                 )
-                _say(
+                report.say(
                     f"run {run + 1}/{config.runs}: {target.key} @{connections}: "
                     f"{result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms"
                 )
@@ -422,7 +422,9 @@ def run_once(config: Config, bodies: Bodies, logs: Path, run: int) -> dict[str, 
                     HOST, server.port, body, headers, config.large_repeats, LARGE_ROWS
                 )
     for target in config.targets:
-        _say(f"run {run + 1}/{config.runs}: {target.key}: {report.one_line(figures[target.key])}")
+        report.say(
+            f"run {run + 1}/{config.runs}: {target.key}: {report.one_line(figures[target.key])}"
+        )
     return {t.key: figures[t.key] for t in config.targets}
 
 
@@ -497,7 +499,7 @@ class ProtocolLoads:
             if tool:
                 figures["grpc_tool"] = tool
             where = "grpc-ceiling" if protocol.ceiling else f"{PROTOCOL_TARGET} {key}"
-            _say(
+            report.say(
                 f"run {run + 1}/{self.config.runs}: {where} "
                 f"@{PROTOCOL_CONNECTIONS}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms"
                 + (f" ({result.errors} FAILED)" if result.errors else "")
@@ -521,17 +523,9 @@ def record(
     figures["errors"] += result.errors
 
 
-def _say(text: str) -> None:
-    print(f"bench: {text}", flush=True)
-
-
-def _stop_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the `with Server` blocks, which stop servers
-
-
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGTERM, report.stop_on_signal)
     if config.pin is not None:  # this process, and wrk started from it, on the load CPUs
         os.sched_setaffinity(0, config.pin[1])
     version_dir = ensure_bundle(config.artifacts)
@@ -539,14 +533,14 @@ def main(argv: list[str] | None = None) -> int:
     if any(t.key == "litert" for t in config.targets):
         add_typed_bodies(bodies, ensure_typed_bundle(config.artifacts))
     if config.generator == "python":
-        _say("load generator: the asyncio client (wrk not installed, or --load python);")
-        _say("its figures are far below wrk's and not comparable with them")
+        report.say("load generator: the asyncio client (wrk not installed, or --load python);")
+        report.say("its figures are far below wrk's and not comparable with them")
     if any(t.key == PROTOCOL_TARGET for t in config.targets):
         if config.grpc_generator == "h2load":
-            _say("gRPC load generator: h2load (bench/grpc_load.py)")
+            report.say("gRPC load generator: h2load (bench/grpc_load.py)")
         else:
-            _say("gRPC load generator: grpc.aio clients in Python (h2load not installed, or ")
-            _say("--grpc-load python); its figures are far below h2load's, not comparable")
+            report.say("gRPC load generator: grpc.aio clients in Python (h2load not installed, or ")
+            report.say("--grpc-load python); its figures are far below h2load's, not comparable")
     machine = report.machine_info(config.generator, config.grpc_generator)
     started = time.monotonic()
     runs: list[dict[str, dict[str, Any]]] = []
