@@ -14,12 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # httpx's functions (httpx.get, httpx.post) and each httpx.Client make an SSL context unless given
 # one: ~20 ms each on this machine, twenty times what a prediction takes. The servers here speak
 # plain HTTP; clients made in a loop share this one (``verify=TLS``).
 TLS = ssl.create_default_context()
+
+
+def require(problem: str | None, variable: str, what: str) -> None:
+    """Skip ``what`` (e.g. "Docker image tests") saying why when ``problem`` (what is missing)
+    is set, or fail with it when the environment sets ``variable`` to 1, as CI does."""
+    if problem:
+        if os.environ.get(variable) == "1":
+            pytest.fail(f"{variable}=1, but {problem}", pytrace=False)
+        pytest.skip(f"{what} skipped: {problem} ({variable}=1 makes this fail)")
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import ROOT, free_port
+from tests.support import ROOT, free_port, require
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -78,11 +78,7 @@ def report(pytestconfig: pytest.Config):
 
 @pytest.fixture(scope="module")
 def base_image() -> str:
-    problem = engine_problem()
-    if problem:
-        if os.environ.get("REQUIRE_DOCKER") == "1":
-            pytest.fail(f"REQUIRE_DOCKER=1, but {problem}", pytrace=False)
-        pytest.skip(f"Docker image tests skipped: {problem} (REQUIRE_DOCKER=1 makes this fail)")
+    require(engine_problem(), "REQUIRE_DOCKER", "Docker image tests")
     return os.environ.get("DOCKER_BASE_IMAGE") or DEFAULT_BASE
 
 

@@ -44,7 +44,7 @@ from tests.docs.markdown import (
     python_blocks,
     shell_blocks,
 )
-from tests.support import ServerProcess, free_port
+from tests.support import ServerProcess, free_port, require
 
 
 # -- checks some examples need beyond their shown output ------------------------------------------
@@ -413,11 +413,7 @@ def docker_engine() -> None:
     """Skip (or fail, with REQUIRE_DOCKER=1) without a Docker engine, before anything is built."""
     from tests.deploy.test_docker_image import engine_problem
 
-    problem = engine_problem()
-    if problem:
-        if os.environ.get("REQUIRE_DOCKER") == "1":
-            pytest.fail(f"REQUIRE_DOCKER=1, but {problem}", pytrace=False)
-        pytest.skip(f"Docker examples skipped: {problem} (REQUIRE_DOCKER=1 makes this fail)")
+    require(engine_problem(), "REQUIRE_DOCKER", "Docker examples")
 
 
 @pytest.fixture(scope="module")
