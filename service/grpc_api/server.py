@@ -11,6 +11,7 @@ status codes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -324,6 +325,14 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
     def __init__(self, plane: DataPlane) -> None:
         self.plane = plane
         self.draining = False
+        self._drain_started: asyncio.Event | None = None  # made on the server's loop
+
+    def begin_drain(self) -> None:
+        """NOT_SERVING from now on; open Watch streams hear it at once (not at their next look)
+        and end, so that none holds the drain."""
+        self.draining = True
+        if self._drain_started is not None:
+            self._drain_started.set()
 
     def _status(self, service: str) -> int | None:
         if service not in ("", SERVICE):
@@ -349,7 +358,10 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
                 last = status
             if self.draining:  # NOT_SERVING was sent: end the stream, or it holds shutdown
                 return
-            await asyncio.sleep(self.WATCH_SECONDS)
+            if self._drain_started is None:
+                self._drain_started = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drain_started.wait(), self.WATCH_SECONDS)
 
 
 def grpc_address(host: str, port: int) -> str:
@@ -396,7 +408,7 @@ class GrpcServer:
         """Refuse new calls and let those in flight finish within ``grace`` seconds (SIGTERM)."""
         if self._stopping is None:
             log.info("draining gRPC calls in flight (up to %g s)", grace)
-            self.health.draining = True
+            self.health.begin_drain()
             self._stopping = asyncio.get_running_loop().create_task(self.server.stop(grace))
 
     async def stop(self, grace: float) -> None:
